@@ -1,0 +1,65 @@
+"""The envelope: what travels between the core and an adapter.
+
+A Message is frozen; ack, retry and dead-letter live on the Delivery that carries it
+(see bus.transport). Metadata an adapter maps to native broker fields has its own
+attribute; everything else rides in ``headers`` under the names below.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import msgspec
+
+JSON = "application/json"
+MSGPACK = "application/msgpack"
+
+# Header names. Adapters carry them as native headers (AMQP headers, Kafka record headers).
+CAUSATION_ID = "bus-causation-id"
+PAYLOAD_TYPE = "bus-payload-type"
+ATTEMPT = "bus-attempt"  # present only on retried copies; absent means 1
+FIRST_FAILED_AT = "bus-first-failed-at"  # present only on retried copies
+REQUEST_ID = "bus-request-id"  # on a reply: the id of the request it answers
+ERROR_TYPE = "bus-error-type"  # on an error reply: module.QualName of the responder's error
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+
+# Bookkeeping of the retry loop; never part of a message's original headers.
+RETRY_HEADERS = frozenset({ATTEMPT, FIRST_FAILED_AT})
+
+DLQ_PREFIX = "bus-dlq-"
+DLQ_REASON = "bus-dlq-reason"
+DLQ_EXCEPTION_TYPE = "bus-dlq-exception-type"
+DLQ_EXCEPTION_MESSAGE = "bus-dlq-exception-message"
+DLQ_EXCEPTION_STACKTRACE = "bus-dlq-exception-stacktrace"
+DLQ_ORIGINAL_TOPIC = "bus-dlq-original-topic"
+DLQ_CONSUMER_GROUP = "bus-dlq-consumer-group"
+DLQ_ATTEMPTS = "bus-dlq-attempts"
+DLQ_FIRST_FAILED_AT = "bus-dlq-first-failed-at"
+DLQ_FAILED_AT = "bus-dlq-failed-at"
+DLQ_HOST = "bus-dlq-host"
+
+
+def new_id() -> str:
+    """A fresh message id: 32 hex characters."""
+    return uuid.uuid4().hex
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """One message as the broker holds it.
+
+    ``headers`` must not be mutated once the message is built: adapters and fan-out
+    share one instance.
+    """
+
+    id: str
+    body: bytes
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    key: str | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    content_type: str | None = JSON
+
+    def with_headers(self, headers: dict[str, str]) -> Message:
+        """A copy of this message with ``headers`` in place of its own."""
+        return msgspec.structs.replace(self, headers=headers)
