@@ -1,0 +1,1 @@
+"""A Kafka-protocol broker for tests: filled in by the Kafka adapter work."""

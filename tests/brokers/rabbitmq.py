@@ -1,0 +1,1 @@
+"""RabbitMQ for tests: filled in by the RabbitMQ adapter work."""
