@@ -1,0 +1,1 @@
+"""Broker adapters: each implements bus.transport.Transport and nothing else."""

@@ -7,7 +7,6 @@ broker by declaring an entry point of its own.
 from __future__ import annotations
 
 from importlib.metadata import entry_points
-from typing import cast
 
 from bus.errors import ConfigError
 from bus.transport import Transport
@@ -40,4 +39,4 @@ def open_transport(url: str) -> Transport:
     transport = factory(url)
     if not isinstance(transport, Transport):
         raise ConfigError(f"entry point {ep.value!r} for {name}:// did not return a Transport")
-    return cast(Transport, transport)
+    return transport

@@ -1,0 +1,181 @@
+"""The Transport of the embedded broker: consumers, deliveries and inboxes over Broker."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections.abc import AsyncIterator, Mapping
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from adapters.memory.broker import Broker
+from adapters.memory.config import MemoryConfig
+from adapters.memory.queue import Entry, GroupQueue
+from bus.errors import PublishError
+from bus.message import Message
+from bus.transport import Capabilities
+
+CAPABILITIES = Capabilities(
+    ordered_per_key=True, persistent=False, replays_old_messages=False, counts_redeliveries=True
+)
+
+
+class MemoryDelivery:
+    __slots__ = ("_consumer", "_entry", "message", "redeliveries")
+
+    def __init__(self, consumer: MemoryConsumer, entry: Entry) -> None:
+        self._consumer = consumer
+        self._entry = entry
+        self.message = entry.message
+        self.redeliveries = entry.redeliveries
+
+    def _settle(self) -> bool:
+        """Mark settled; False if it already was, or went back to the queue."""
+        if self._consumer._held.pop(id(self._entry), None) is None:
+            return False
+        self._consumer._queue.release(self.message.key)
+        return True
+
+    async def ack(self) -> None:
+        self._settle()
+
+    async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
+        if id(self._entry) in self._consumer._held:
+            copy = Entry(self.message.with_headers(dict(headers)))
+            self._consumer._queue.put_later(copy, max(0.0, delay))
+            self._settle()
+
+    async def dead_letter(self, headers: Mapping[str, str]) -> None:
+        if id(self._entry) in self._consumer._held:
+            self._consumer._queue.dead.append(self.message.with_headers(dict(headers)))
+            self._settle()
+
+
+class MemoryConsumer:
+    def __init__(self, queue: GroupQueue) -> None:
+        self._queue = queue
+        self._held: dict[int, Entry] = {}  # insertion order is delivery order
+        self._waiting: set[anyio.Event] = set()
+        self._closed = [False]
+
+    def __aiter__(self) -> MemoryConsumer:
+        return self
+
+    async def __anext__(self) -> MemoryDelivery:
+        entry = self._queue.try_take() if not self._closed[0] else None
+        if entry is None:
+            entry = await self._queue.take(self._waiting, self._closed)
+            if entry is None:
+                raise StopAsyncIteration
+        self._held[id(entry)] = entry
+        return MemoryDelivery(self, entry)
+
+    async def close(self) -> None:
+        if self._closed[0]:
+            return
+        self._closed[0] = True
+        for event in list(self._waiting):
+            event.set()
+        held = list(self._held.values())
+        self._held.clear()
+        for entry in held:
+            entry.redeliveries += 1
+        self._queue.put_back(held)
+
+
+class MemoryInbox:
+    def __init__(self, broker: Broker) -> None:
+        self.address = f"inbox.{uuid.uuid4().hex}"
+        self._broker = broker
+        send: MemoryObjectSendStream[Message]
+        receive: MemoryObjectReceiveStream[Message]
+        send, receive = anyio.create_memory_object_stream(math.inf)
+        self._send, self._receive = send, receive
+        broker.inboxes[self.address] = self._deliver
+
+    def _deliver(self, message: Message) -> None:
+        try:
+            self._send.send_nowait(message)
+        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
+            pass  # closed meanwhile: a reply nobody reads is dropped
+
+    def __aiter__(self) -> MemoryInbox:
+        return self
+
+    async def __anext__(self) -> Message:
+        try:
+            return await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def close(self) -> None:
+        self._broker.inboxes.pop(self.address, None)
+        self._send.close()
+
+
+class MemoryTransport:
+    """``memory://[name]``: an embedded broker with the semantics of a real one."""
+
+    capabilities = CAPABILITIES
+
+    def __init__(self, url: str) -> None:
+        self.config = MemoryConfig.from_url(url)
+        self._broker: Broker | None = None
+        self._consumers: list[MemoryConsumer] = []
+        self._inboxes: list[MemoryInbox] = []
+
+    def __repr__(self) -> str:
+        return f"MemoryTransport({self.config.name!r})"
+
+    def _connected(self) -> Broker:
+        if self._broker is None:
+            raise PublishError(
+                f"memory broker {self.config.name!r}: the transport is not connected"
+            )
+        return self._broker
+
+    async def connect(self) -> None:
+        self._broker = Broker.named(self.config)
+
+    async def close(self) -> None:
+        for consumer in self._consumers:
+            await consumer.close()
+        for inbox in self._inboxes:
+            await inbox.close()
+        self._consumers.clear()
+        self._inboxes.clear()
+        self._broker = None
+
+    async def publish(self, topic: str, message: Message) -> None:
+        await self._connected().publish(topic, message)
+
+    async def consume(self, topic: str, group: str, *, prefetch: int) -> MemoryConsumer:
+        # Pull-based: nothing is prefetched, so ``prefetch`` needs no buffer here.
+        consumer = MemoryConsumer(self._connected().queue(topic, group))
+        self._consumers.append(consumer)
+        return consumer
+
+    async def open_inbox(self) -> MemoryInbox:
+        inbox = MemoryInbox(self._connected())
+        self._inboxes.append(inbox)
+        return inbox
+
+    async def send(self, address: str, message: Message) -> None:
+        deliver = self._connected().inboxes.get(address)
+        if deliver is not None:
+            deliver(message)
+
+    async def dead_letters(self, topic: str, group: str) -> AsyncIterator[Message]:
+        queue = self._connected().find(topic, group)
+        for message in list(queue.dead) if queue else []:
+            yield message
+
+    async def replay(self, topic: str, group: str) -> int:
+        queue = self._connected().find(topic, group)
+        if queue is None:
+            return 0
+        letters, queue.dead = queue.dead, []
+        for message in letters:
+            queue.put(Entry(message))
+        return len(letters)

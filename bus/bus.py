@@ -1,0 +1,271 @@
+"""Bus: one connection to one broker, the services it runs, and the calls to speak on it."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Iterable, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+
+from bus import codec
+from bus.dead_letter import DeadLetter
+from bus.dispatch import Runner
+from bus.errors import BusError, ConfigError, MessageTooLarge
+from bus.message import JSON, MSGPACK, PAYLOAD_TYPE, Message, new_id
+from bus.registry import open_transport
+from bus.requests import Requests
+from bus.service import Service
+from bus.telemetry import Telemetry
+from bus.transport import Transport
+from bus.url import redact, resolve, scheme
+
+log = logging.getLogger("bus")
+T = TypeVar("T")
+
+DEFAULT_MAX_MESSAGE_SIZE = 1024 * 1024
+
+
+_type_names: dict[type, str] = {}
+
+
+def _type_name(cls: type) -> str:
+    name = _type_names.get(cls)
+    if name is None:
+        name = _type_names[cls] = cls.__qualname__
+    return name
+
+
+def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    out = dict(headers)
+    for k, v in out.items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise BusError(f"header {k!r}: {v!r} must map a str to a str")
+    return out
+
+
+class Bus:
+    """A connection to the broker at ``url`` (default ``$BUS_URL``, else ``memory://``),
+    running the handlers of ``services`` while open.
+
+    ``async with Bus(...) as b`` connects, subscribes every handler, and on exit closes
+    gracefully: it stops taking messages, lets running handlers finish for up to
+    ``close_timeout`` seconds, and leaves what it never started to be redelivered.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        services: Iterable[Service] = (),
+        max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
+        close_timeout: float = 10.0,
+        content_type: str = JSON,
+    ) -> None:
+        self.url = resolve(url)
+        if content_type not in (JSON, MSGPACK):
+            raise ConfigError(f"content_type must be {JSON!r} or {MSGPACK!r}, not {content_type!r}")
+        if max_message_size < 1:
+            raise ConfigError("max_message_size must be a positive number of bytes")
+        self.services = list(services)
+        for service in self.services:
+            if not isinstance(service, Service):
+                raise ConfigError(f"services must be bus.Service objects, got {service!r}")
+        self.max_message_size = max_message_size
+        self.close_timeout = close_timeout
+        self.content_type = content_type
+        self._transport: Transport = open_transport(self.url)
+        self._telemetry = Telemetry(scheme(self.url))
+        self._requests = Requests(self._transport, content_type)
+        self._runners: list[Runner] = []
+        self._tg: TaskGroup | None = None
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"Bus({redact(self.url)!r}, services={[s.name for s in self.services]})"
+
+    @property
+    def transport(self) -> Transport:
+        return self._transport
+
+    # -- lifecycle ---------------------------------------------------------------
+
+    async def __aenter__(self) -> Bus:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Connect and subscribe every handler; returns once all are subscribed."""
+        if self._started:
+            raise BusError("this Bus is already started")
+        self._telemetry = Telemetry(scheme(self.url))
+        await self._transport.connect()
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        self._started = True
+        self._requests.bind(self._tg)
+        try:
+            for service in self.services:
+                for sub in service.subscriptions:
+                    consumer = await self._transport.consume(
+                        sub.topic, sub.group, prefetch=sub.concurrency
+                    )
+                    runner = Runner(self, sub, consumer)
+                    self._runners.append(runner)
+                    self._tg.start_soon(runner.run)
+        except BaseException:
+            await self.close()
+            raise
+        log.info("bus started on %s with %d handler(s)", redact(self.url), len(self._runners))
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Close gracefully (see the class); idempotent."""
+        if not self._started:
+            return
+        self._started = False
+        deadline = self.close_timeout if timeout is None else timeout
+        with anyio.CancelScope(shield=True):
+            for runner in self._runners:
+                runner.stop_intake()
+            with anyio.move_on_after(deadline):
+                for runner in self._runners:
+                    await runner.done.wait()
+            for runner in self._runners:
+                if not runner.done.is_set():
+                    log.warning("close deadline passed: handlers cancelled, their messages return")
+                    runner.abandon()
+            for runner in self._runners:
+                await runner.done.wait()
+                await runner.consumer.close()
+            self._runners.clear()
+            await self._requests.close()
+            await self._transport.close()
+        # Outside the shield: a task group's scope must be exited as the current one.
+        assert self._tg is not None
+        tg, self._tg = self._tg, None
+        await tg.__aexit__(None, None, None)
+
+    def _require_started(self) -> None:
+        if not self._started:
+            raise BusError("the bus is not started: use `async with bus.Bus(...) as b`")
+
+    # -- speaking ------------------------------------------------------------------
+
+    def _body(self, topic: str, payload: object) -> bytes:
+        body = codec.encode(payload, self.content_type)
+        if len(body) > self.max_message_size:
+            raise MessageTooLarge(
+                f"message to {topic!r} is {len(body)} bytes, over max_message_size "
+                f"({self.max_message_size} bytes): send a reference to the data instead, "
+                "or raise Bus(max_message_size=...) if the broker accepts it"
+            )
+        return body
+
+    def _headers(self, payload: object, headers: Mapping[str, str] | None) -> dict[str, str]:
+        out = _check_headers(headers) if headers else {}
+        out[PAYLOAD_TYPE] = _type_name(type(payload))
+        if self._telemetry.tracing:
+            self._telemetry.inject(out)
+        return out
+
+    async def publish(
+        self,
+        topic: str,
+        payload: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+    ) -> str:
+        """Publish ``payload`` (a Struct or raw bytes) to ``topic``; return its message id
+        once the broker holds it."""
+        self._require_started()
+        body = self._body(topic, payload)
+        message_id = new_id()
+        if self._telemetry.tracing:
+            with self._telemetry.publish_span(topic, message_id, correlation_id):
+                await self._publish(topic, payload, body, message_id, key, headers, correlation_id)
+        else:
+            await self._publish(topic, payload, body, message_id, key, headers, correlation_id)
+        return message_id
+
+    async def _publish(
+        self,
+        topic: str,
+        payload: object,
+        body: bytes,
+        message_id: str,
+        key: str | None,
+        headers: Mapping[str, str] | None,
+        correlation_id: str | None,
+    ) -> None:
+        message = Message(
+            id=message_id,
+            body=body,
+            headers=self._headers(payload, headers),
+            key=key,
+            correlation_id=correlation_id,
+            content_type=self.content_type,
+        )
+        await self._transport.publish(topic, message)
+        self._telemetry.count("published", topic)
+
+    async def request(
+        self,
+        topic: str,
+        payload: object,
+        *,
+        response: type[T],
+        timeout: float = 5.0,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+    ) -> T:
+        """Send a request to ``topic`` and return its reply decoded as ``response``.
+
+        Raises ``RequestTimeout`` after ``timeout`` seconds, ``RemoteError`` if the
+        responder raised."""
+        self._require_started()
+        body = self._body(topic, payload)
+        args: dict[str, Any] = {
+            "response": response,
+            "timeout": timeout,
+            "key": key,
+            "correlation_id": correlation_id,
+        }
+        if self._telemetry.tracing:
+            with self._telemetry.request_span(topic):
+                result = await self._requests.request(
+                    topic, body, self._headers(payload, headers), **args
+                )
+        else:
+            result = await self._requests.request(
+                topic, body, self._headers(payload, headers), **args
+            )
+        return result  # type: ignore[no-any-return]
+
+    # -- dead letters ----------------------------------------------------------------
+
+    async def dead_letters(self, topic: str, *, group: str) -> AsyncIterator[DeadLetter]:
+        """Every dead letter of ``group`` on ``topic`` present now, oldest first; browsing
+        removes nothing."""
+        self._require_started()
+        async for message in self._transport.dead_letters(topic, group):
+            yield DeadLetter(
+                message_id=message.id, headers=dict(message.headers), body=message.body
+            )
+
+    async def replay(self, topic: str, *, group: str) -> int:
+        """Move the dead letters of ``group`` on ``topic`` back to that group; return how many."""
+        self._require_started()
+        return await self._transport.replay(topic, group)

@@ -1,0 +1,166 @@
+"""Runs one subscription: a fixed pool of workers pulling from one Consumer.
+
+A pool of ``concurrency`` workers (rather than a task per message) bounds in-flight
+handlers and spends nothing per message on spawning. Closing stops the intake first;
+handlers already running finish (up to the bus's deadline) and settle; what was never
+started stays unsettled, so the adapter gives it back to the group.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import anyio
+
+from bus import codec
+from bus.context import Context
+from bus.dead_letter import type_name
+from bus.errors import DecodeError
+from bus.message import ATTEMPT, Message
+from bus.outcome import settle_failure
+from bus.service import Subscription
+from bus.transport import Consumer, Delivery
+
+if TYPE_CHECKING:
+    from bus.bus import Bus
+
+log = logging.getLogger("bus.dispatch")
+
+
+class Runner:
+    """The workers of one subscription."""
+
+    def __init__(self, bus: Bus, sub: Subscription, consumer: Consumer) -> None:
+        self._bus = bus
+        self._sub = sub
+        self._consumer = consumer
+        self._stopping = False
+        self._intakes: set[anyio.CancelScope] = set()
+        self._workers: anyio.CancelScope | None = None
+        self.done = anyio.Event()
+        # Resolved once: the decoder per content type is cached in codec.decoder.
+        self._handler = sub.handler
+        self._payload_type = sub.payload_type
+        self._telemetry = bus._telemetry
+
+    @property
+    def consumer(self) -> Consumer:
+        return self._consumer
+
+    async def run(self) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self._workers = tg.cancel_scope
+                for _ in range(self._sub.concurrency):
+                    tg.start_soon(self._worker)
+        finally:
+            self.done.set()
+
+    def stop_intake(self) -> None:
+        """Take no new message; handlers already running go on."""
+        self._stopping = True
+        for scope in self._intakes:
+            scope.cancel()
+
+    def abandon(self) -> None:
+        """Cancel running handlers: their messages stay unsettled and are redelivered."""
+        self.stop_intake()
+        if self._workers is not None:
+            self._workers.cancel()
+
+    async def _worker(self) -> None:
+        consumer = self._consumer
+        while not self._stopping:
+            with anyio.CancelScope() as intake:
+                self._intakes.add(intake)
+                try:
+                    delivery = await consumer.__anext__()
+                except StopAsyncIteration:
+                    return
+                finally:
+                    self._intakes.discard(intake)
+            if intake.cancel_called:
+                return
+            try:
+                await self._handle(delivery)
+            except Exception:  # a broker error while settling: the broker redelivers it
+                log.exception(
+                    "could not settle message %s of %s",
+                    delivery.message.id,
+                    self._sub.topic,
+                    extra={"message_id": delivery.message.id, "topic": self._sub.topic},
+                )
+
+    async def _handle(self, delivery: Delivery) -> None:
+        sub = self._sub
+        message = delivery.message
+        raw_attempt = message.headers.get(ATTEMPT)
+        attempt = (int(raw_attempt) if raw_attempt else 1) + delivery.redeliveries
+        tel = self._telemetry
+        if tel.tracing or tel.metering:
+            await self._handle_observed(delivery, message, attempt)
+            return
+        try:
+            payload = codec.decode(message.body, self._payload_type, message.content_type)
+            if sub.wants_context:
+                result = await self._handler(
+                    payload, Context(self._bus, message, sub.topic, sub.group, attempt)
+                )
+            else:
+                result = await self._handler(payload)
+        except Exception as exc:
+            await self._failed(delivery, exc, attempt)
+            return
+        if sub.reply:
+            await self._bus._requests.reply(message, result)
+        await delivery.ack()
+
+    async def _handle_observed(self, delivery: Delivery, message: Message, attempt: int) -> None:
+        """``_handle`` with a consumer span, counters and a duration histogram."""
+        sub, tel = self._sub, self._telemetry
+        started = time.perf_counter()
+        attrs = {
+            "messaging.destination.name": sub.topic,
+            "messaging.consumer.group.name": sub.group,
+        }
+        tel.track_in_flight(1, attrs)
+        try:
+            with tel.process_span(sub.topic, sub.group, message) as span:
+                span.set_attribute("messaging.delivery.attempt", attempt)
+                try:
+                    payload = codec.decode(message.body, self._payload_type, message.content_type)
+                    if sub.wants_context:
+                        ctx = Context(self._bus, message, sub.topic, sub.group, attempt)
+                        result = await self._handler(payload, ctx)
+                    else:
+                        result = await self._handler(payload)
+                except Exception as exc:
+                    span.record_exception(exc)
+                    span.set_attribute("error.type", type_name(exc))
+                    tel.count("failed", sub.topic, sub.group)
+                    delay = await self._failed(delivery, exc, attempt)
+                    tel.count(
+                        "retried" if delay is not None else "dead_lettered", sub.topic, sub.group
+                    )
+                    return
+                if sub.reply:
+                    await self._bus._requests.reply(message, result)
+                await delivery.ack()
+                tel.count("handled", sub.topic, sub.group)
+        finally:
+            tel.track_in_flight(-1, attrs)
+            tel.timed(sub.topic, sub.group, started)
+
+    async def _failed(self, delivery: Delivery, exc: Exception, attempt: int) -> float | None:
+        sub = self._sub
+        if sub.reply:
+            # The caller learns of it now; only poison input is also parked.
+            await self._bus._requests.reply_error(delivery.message, exc)
+            if not isinstance(exc, DecodeError):
+                await delivery.ack()
+                return None
+        return await settle_failure(
+            delivery, exc, topic=sub.topic, group=sub.group, attempt=attempt, retry=sub.retry
+        )

@@ -1,0 +1,149 @@
+"""Request-reply: correlating replies with the requests waiting for them.
+
+Replies carry ``bus-request-id`` (the request's message id) and, by the AMQP convention,
+the request's correlation id; a reply is matched by the former, or by the latter when a
+foreign responder only copied the correlation id. One inbox per bus, opened on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+
+from bus import codec
+from bus.dead_letter import type_name
+from bus.errors import BusError, RemoteError, RequestTimeout
+from bus.message import ERROR_TYPE, REQUEST_ID, Message, new_id
+from bus.transport import Inbox, Transport
+
+log = logging.getLogger("bus.requests")
+T = TypeVar("T")
+
+
+class _Pending:
+    __slots__ = ("event", "reply")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.reply: Message | None = None
+
+
+class Requests:
+    """The requests of one bus that wait for replies, and how its responders answer."""
+
+    def __init__(self, transport: Transport, content_type: str) -> None:
+        self._transport = transport
+        self._content_type = content_type
+        self._pending: dict[str, _Pending] = {}
+        self._inbox: Inbox | None = None
+        self._lock = anyio.Lock()
+        self._tg: TaskGroup | None = None
+
+    @property
+    def pending(self) -> int:
+        """How many requests wait for a reply now."""
+        return len(self._pending)
+
+    def bind(self, tg: TaskGroup) -> None:
+        self._tg = tg
+
+    async def _open_inbox(self) -> Inbox:
+        async with self._lock:
+            if self._inbox is None:
+                if self._tg is None:
+                    raise BusError("the bus is not started: use `async with bus.Bus(...)`")
+                inbox = await self._transport.open_inbox()
+                self._tg.start_soon(self._read, inbox)
+                self._inbox = inbox
+            return self._inbox
+
+    async def _read(self, inbox: Inbox) -> None:
+        async for reply in inbox:
+            rid = reply.headers.get(REQUEST_ID) or reply.correlation_id or ""
+            waiter = self._pending.pop(rid, None)
+            if waiter is None:
+                log.info(
+                    "dropped a late or unknown reply %s (request %s)",
+                    reply.id,
+                    rid,
+                    extra={"message_id": reply.id, "correlation_id": reply.correlation_id},
+                )
+                continue
+            waiter.reply = reply
+            waiter.event.set()
+
+    async def request(
+        self,
+        topic: str,
+        body: bytes,
+        headers: dict[str, str],
+        *,
+        response: Any,
+        timeout: float,
+        key: str | None,
+        correlation_id: str | None,
+    ) -> Any:
+        inbox = self._inbox or await self._open_inbox()
+        request_id = new_id()
+        message = Message(
+            id=request_id,
+            body=body,
+            headers=headers,
+            key=key,
+            correlation_id=correlation_id or request_id,
+            reply_to=inbox.address,
+            content_type=self._content_type,
+        )
+        waiter = _Pending()
+        self._pending[request_id] = waiter
+        try:
+            with anyio.fail_after(timeout):
+                await self._transport.publish(topic, message)
+                await waiter.event.wait()
+        except TimeoutError:
+            raise RequestTimeout(
+                f"no reply on {topic!r} within {timeout}s (request {request_id}); "
+                "is a service responding to that topic?"
+            ) from None
+        finally:
+            self._pending.pop(request_id, None)
+        reply = waiter.reply
+        assert reply is not None
+        error_type = reply.headers.get(ERROR_TYPE)
+        if error_type is not None:
+            raise RemoteError(error_type, reply.body.decode("utf-8", "replace"))
+        return codec.decode(reply.body, response, reply.content_type)
+
+    async def reply(self, request: Message, result: object) -> None:
+        """Send ``result`` as the reply to ``request`` (if it asked for one)."""
+        if request.reply_to is None:
+            return
+        body = b"" if result is None else codec.encode(result, self._content_type)
+        await self._send(request, body, {REQUEST_ID: request.id}, self._content_type)
+
+    async def reply_error(self, request: Message, exc: BaseException) -> None:
+        """Tell the requester its request failed with ``exc``."""
+        if request.reply_to is None:
+            return
+        headers = {REQUEST_ID: request.id, ERROR_TYPE: type_name(exc)}
+        await self._send(request, str(exc).encode("utf-8"), headers, "text/plain")
+
+    async def _send(
+        self, request: Message, body: bytes, headers: dict[str, str], content_type: str
+    ) -> None:
+        assert request.reply_to is not None
+        reply = Message(
+            id=new_id(),
+            body=body,
+            headers=headers,
+            correlation_id=request.correlation_id or request.id,
+            content_type=content_type,
+        )
+        await self._transport.send(request.reply_to, reply)
+
+    async def close(self) -> None:
+        if self._inbox is not None:
+            await self._inbox.close()
