@@ -1,0 +1,46 @@
+"""aio-pika/aiormq exceptions, translated into bus errors at this boundary."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiormq.exceptions as amqp
+
+from bus.errors import BusError, ConnectionLost, PublishError
+
+# Channel errors that say the request itself is wrong: retrying cannot help.
+_PERMANENT = (
+    amqp.ChannelNotFoundEntity,
+    amqp.ChannelAccessRefused,
+    amqp.ChannelPreconditionFailed,
+    amqp.ChannelLockedResource,
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` means the connection or channel went away, so the same
+    operation may succeed once it is back."""
+    if isinstance(exc, amqp.DeliveryError | _PERMANENT):
+        return False
+    return isinstance(
+        exc,
+        amqp.AMQPError
+        | amqp.ChannelInvalidStateError
+        | ConnectionError
+        | asyncio.TimeoutError
+        | OSError,
+    )
+
+
+def publish_error(exc: BaseException, where: str) -> BusError:
+    """The bus error for a publish to ``where`` that failed with ``exc``."""
+    if isinstance(exc, amqp.PublishError):
+        return PublishError(f"RabbitMQ returned the message published to {where}: {exc}")
+    if isinstance(exc, amqp.DeliveryError):
+        return PublishError(f"RabbitMQ refused the message published to {where}: {exc}")
+    return PublishError(f"publishing to {where} failed: {type(exc).__name__}: {exc}")
+
+
+def connection_lost(exc: BaseException, redacted_url: str) -> ConnectionLost:
+    detail = str(exc) or type(exc).__name__
+    return ConnectionLost(f"cannot reach RabbitMQ at {redacted_url}: {detail}")

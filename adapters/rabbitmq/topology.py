@@ -1,0 +1,96 @@
+"""Names and idempotent declarations of everything the adapter puts on the broker.
+
+For exchange ``X``, group ``g`` and topic ``t``:
+
+- ``X``: a durable topic exchange; topics are routing keys on it.
+- ``X:g:t``: the group's durable queue, bound to ``X`` with routing key ``t``.
+- ``X:g:t:dlq``: the group's dead letters for ``t``.
+- ``X:g:t:delay:<ms>``: a retry waiting room. Its messages expire after ``ms`` and are
+  dead-lettered by RabbitMQ through the default exchange straight back to ``X:g:t``, so a
+  retry reaches that group alone, survives a restart of the consumer and arrives no
+  sooner than asked. Delays are rounded UP to a small grid (at most ~10% later), so a
+  jittered schedule reuses a handful of queues; each one expires once unused.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+from aiormq.abc import AbstractChannel
+
+from adapters.rabbitmq.config import RabbitConfig
+
+_GRID = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+# A delay queue outlives its TTL by this much after its last declaration; the sender
+# declares it again once the last declaration is older than _REDECLARE, so a queue
+# never expires while holding a message.
+_EXPIRES_MARGIN_MS = 60_000
+_REDECLARE = 10.0
+
+
+def group_queue(config: RabbitConfig, topic: str, group: str) -> str:
+    return f"{config.exchange}:{group}:{topic}"
+
+
+def dead_letter_queue(config: RabbitConfig, topic: str, group: str) -> str:
+    return f"{group_queue(config, topic, group)}:dlq"
+
+
+def delay_bucket_ms(delay: float) -> int:
+    """``delay`` in milliseconds rounded up to the grid (1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6,
+    8 times a power of ten); never less than ``delay``."""
+    ms = max(1, math.ceil(delay * 1000))
+    if ms <= 10:
+        return ms
+    decade: int = 10 ** int(math.log10(ms))
+    for step in _GRID:
+        bucket = math.ceil(step * decade)
+        if bucket >= ms:
+            return bucket
+    return 10 * decade  # unreachable: the grid ends at 10
+
+
+class Topology:
+    """Declares queues idempotently, remembering what this connection declared."""
+
+    def __init__(self, config: RabbitConfig) -> None:
+        self.config = config
+        self._args: dict[str, Any] = {"x-queue-type": config.queue_type}
+        self._delays: dict[str, float] = {}
+
+    def forget(self) -> None:
+        """After a reconnect: declare delay queues again before their next use."""
+        self._delays.clear()
+
+    async def declare_exchange(self, channel: AbstractChannel) -> None:
+        await channel.exchange_declare(self.config.exchange, exchange_type="topic", durable=True)
+
+    async def declare_group(self, channel: AbstractChannel, topic: str, group: str) -> str:
+        """The group's queue and dead-letter queue, bound; returns the queue's name."""
+        name = group_queue(self.config, topic, group)
+        await channel.queue_declare(name, durable=True, arguments=self._args)
+        await channel.queue_declare(
+            dead_letter_queue(self.config, topic, group), durable=True, arguments=self._args
+        )
+        await channel.queue_bind(name, self.config.exchange, routing_key=topic)
+        return name
+
+    async def delay_queue(self, channel: AbstractChannel, target: str, delay: float) -> str:
+        """A queue that hands messages back to queue ``target`` after ``delay`` seconds
+        or a little more; declared when it was not declared in the last few seconds."""
+        ms = delay_bucket_ms(delay)
+        name = f"{target}:delay:{ms}"
+        now = time.monotonic()
+        if now - self._delays.get(name, -math.inf) > _REDECLARE:
+            arguments: dict[str, Any] = {
+                **self._args,
+                "x-message-ttl": ms,
+                "x-expires": ms + _EXPIRES_MARGIN_MS,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": target,
+            }
+            await channel.queue_declare(name, durable=True, arguments=arguments)
+            self._delays[name] = now
+        return name

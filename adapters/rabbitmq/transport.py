@@ -1,0 +1,176 @@
+"""RabbitTransport: bus.transport.Transport on RabbitMQ through aio-pika.
+
+aio-pika opens the connection and its channels; the hot paths (publish, consume, ack)
+use each channel's aiormq layer directly, so a message costs one task and no wrapper
+objects. See topology.py for what is declared, link.py for reconnection.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+from aio_pika.abc import AbstractConnection
+from aiormq.abc import AbstractChannel
+
+from adapters.rabbitmq import browse, topology
+from adapters.rabbitmq.config import parse
+from adapters.rabbitmq.consumer import RabbitConsumer
+from adapters.rabbitmq.convert import properties
+from adapters.rabbitmq.inbox import DIRECT_REPLY_TO, RabbitInbox
+from adapters.rabbitmq.link import ChannelKeeper, Link
+from adapters.rabbitmq.publish import publish
+from bus.errors import ConnectionLost
+from bus.message import Message
+from bus.transport import Capabilities
+
+log = logging.getLogger("bus.rabbitmq")
+
+
+class RabbitTransport:
+    """A connection to one RabbitMQ broker (or cluster) named by an amqp(s):// URL."""
+
+    capabilities = Capabilities(
+        ordered_per_key=False,  # members of a group compete on one queue
+        persistent=True,
+        replays_old_messages=False,  # a new group's queue starts empty
+        counts_redeliveries=True,
+    )
+
+    def __init__(self, url: str) -> None:
+        self.config = parse(url)
+        self._topology = topology.Topology(self.config)
+        self._link = Link(self.config, self._on_connect)
+        self._publisher = ChannelKeeper(
+            self._link, _nothing, confirms=self.config.confirm, what="the publishing channel"
+        )
+        self._keepers: set[ChannelKeeper] = set()
+        self._inboxes: dict[str, RabbitInbox] = {}
+        self._connected = False
+
+    def __repr__(self) -> str:
+        return f"RabbitTransport({self.config.redacted!r})"
+
+    async def connect(self) -> None:
+        await self._link.open()
+        try:
+            await self._publisher.start()
+        except Exception as exc:
+            await self._link.close()
+            raise ConnectionLost(
+                f"cannot open a channel on {self.config.redacted}: {exc}"
+            ) from None
+        self._connected = True
+
+    async def close(self) -> None:
+        for inbox in list(self._inboxes.values()):
+            await inbox.close()
+        for keeper in list(self._keepers):
+            await keeper.close()
+        await self._publisher.close()
+        await self._link.close()
+
+    async def publish(self, topic: str, message: Message) -> None:
+        inbox = self._inboxes.get(message.reply_to) if message.reply_to else None
+        if inbox is not None:
+            props = properties(message, reply_to=DIRECT_REPLY_TO)
+            channel = inbox.channel
+        else:
+            props = properties(message)
+            channel = self._publisher.current
+        await publish(
+            channel,
+            message.body,
+            props,
+            exchange=self.config.exchange,
+            routing_key=topic,
+            mandatory=False,
+        )
+
+    async def consume(self, topic: str, group: str, *, prefetch: int) -> RabbitConsumer:
+        queue = topology.group_queue(self.config, topic, group)
+        dlq = topology.dead_letter_queue(self.config, topic, group)
+        count = self.config.prefetch or prefetch
+
+        async def resend(message: Message, delay: float | None) -> None:
+            if delay is None:
+                target = dlq
+            elif delay <= 0:
+                target = queue
+            else:
+                target = await self._topology.delay_queue(
+                    await self._publisher.current(), queue, delay
+                )
+            await publish(
+                self._publisher.current,
+                message.body,
+                properties(message),
+                exchange="",
+                routing_key=target,
+                mandatory=True,
+            )
+
+        consumer = RabbitConsumer(resend)
+
+        async def setup(channel: AbstractChannel) -> None:
+            await self._topology.declare_group(channel, topic, group)
+            await channel.basic_qos(prefetch_count=count)
+            await channel.basic_consume(queue, consumer.on_message)
+
+        keeper = ChannelKeeper(self._link, setup, confirms=False, what=f"consumer of {queue!r}")
+        await keeper.start()
+        self._keepers.add(keeper)
+
+        async def on_close() -> None:
+            self._keepers.discard(keeper)
+            await keeper.close()
+
+        consumer.attach(on_close)
+        return consumer
+
+    async def open_inbox(self) -> RabbitInbox:
+        inbox = RabbitInbox()
+        keeper = ChannelKeeper(self._link, inbox.setup, confirms=True, what="a reply inbox")
+        await keeper.start()
+
+        async def on_close() -> None:
+            self._inboxes.pop(inbox.address, None)
+            await keeper.close()
+
+        inbox.attach(keeper.current, on_close)
+        self._inboxes[inbox.address] = inbox
+        return inbox
+
+    async def send(self, address: str, message: Message) -> None:
+        # Never mandatory: RabbitMQ 3.10 was seen to return a mandatory reply to direct
+        # reply-to to its sender as well as deliver it.
+        await publish(
+            self._publisher.current,
+            message.body,
+            properties(message),
+            exchange="",
+            routing_key=address,
+            mandatory=False,
+        )
+
+    async def dead_letters(self, topic: str, group: str) -> AsyncIterator[Message]:
+        queue = topology.dead_letter_queue(self.config, topic, group)
+        async for message in browse.browse(self._link, queue):
+            yield message
+
+    async def replay(self, topic: str, group: str) -> int:
+        dlq = topology.dead_letter_queue(self.config, topic, group)
+        queue = topology.group_queue(self.config, topic, group)
+        return await browse.replay(self._link, dlq, queue)
+
+    async def _on_connect(self, conn: AbstractConnection) -> None:
+        self._topology.forget()
+        channel = await conn.channel(publisher_confirms=False)
+        try:
+            await self._topology.declare_exchange(await channel.get_underlay_channel())
+        finally:
+            await channel.close()
+
+
+async def _nothing(_channel: AbstractChannel) -> None:
+    return None
