@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
@@ -81,6 +82,8 @@ class Bus:
         self._requests = Requests(self._transport, content_type)
         self._runners: list[Runner] = []
         self._tg: TaskGroup | None = None
+        self._host: asyncio.Task[None] | None = None
+        self._stop_host = anyio.Event()
         self._started = False
 
     def __repr__(self) -> str:
@@ -89,6 +92,11 @@ class Bus:
     @property
     def transport(self) -> Transport:
         return self._transport
+
+    @property
+    def pending_requests(self) -> int:
+        """Requests of this bus waiting for a reply now."""
+        return self._requests.pending
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -110,10 +118,13 @@ class Bus:
             raise BusError("this Bus is already started")
         self._telemetry = Telemetry(scheme(self.url))
         await self._transport.connect()
-        self._tg = anyio.create_task_group()
-        await self._tg.__aenter__()
+        # The bus's tasks live in a host task of their own, not in the caller's scope, so
+        # buses can be started and closed in any order, from any task.
+        ready = anyio.Event()
+        self._stop_host = anyio.Event()
+        self._host = asyncio.get_running_loop().create_task(self._run_host(ready))
+        await ready.wait()
         self._started = True
-        self._requests.bind(self._tg)
         try:
             for service in self.services:
                 for sub in service.subscriptions:
@@ -122,11 +133,26 @@ class Bus:
                     )
                     runner = Runner(self, sub, consumer)
                     self._runners.append(runner)
+                    assert self._tg is not None
                     self._tg.start_soon(runner.run)
         except BaseException:
             await self.close()
             raise
         log.info("bus started on %s with %d handler(s)", redact(self.url), len(self._runners))
+
+    async def _run_host(self, ready: anyio.Event) -> None:
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                self._requests.bind(tg)
+                ready.set()
+                await self._stop_host.wait()
+                tg.cancel_scope.cancel()
+        except Exception:
+            log.exception("the bus's background tasks failed")
+        finally:
+            self._tg = None
+            ready.set()
 
     async def close(self, timeout: float | None = None) -> None:
         """Close gracefully (see the class); idempotent."""
@@ -150,10 +176,9 @@ class Bus:
             self._runners.clear()
             await self._requests.close()
             await self._transport.close()
-        # Outside the shield: a task group's scope must be exited as the current one.
-        assert self._tg is not None
-        tg, self._tg = self._tg, None
-        await tg.__aexit__(None, None, None)
+            self._stop_host.set()
+            if self._host is not None:
+                await self._host
 
     def _require_started(self) -> None:
         if not self._started:

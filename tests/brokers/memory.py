@@ -10,3 +10,8 @@ import pytest
 @pytest.fixture
 def memory_url() -> str:
     return f"memory://test-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def memory_refusing_url() -> str:
+    return f"memory://refusing-{uuid.uuid4().hex[:8]}?max_queue=2&overflow=reject"

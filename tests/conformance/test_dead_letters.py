@@ -1,0 +1,148 @@
+"""Contract 5: one dead letter per failed message, body and original headers
+byte-identical, the bus-dlq-* headers all present; replay goes to that group only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import anyio
+
+import bus
+from tests.conformance.helpers import Item, unique, wait_until
+
+DLQ_HEADERS = {
+    "bus-dlq-reason",
+    "bus-dlq-exception-type",
+    "bus-dlq-exception-message",
+    "bus-dlq-exception-stacktrace",
+    "bus-dlq-original-topic",
+    "bus-dlq-consumer-group",
+    "bus-dlq-attempts",
+    "bus-dlq-first-failed-at",
+    "bus-dlq-failed-at",
+    "bus-dlq-host",
+}
+
+
+class LedgerError(Exception):
+    pass
+
+
+async def letters_of(b: bus.Bus, topic: str, group: str, count: int) -> list[bus.DeadLetter]:
+    with anyio.fail_after(20):
+        while True:
+            letters = [d async for d in b.dead_letters(topic, group=group)]
+            if len(letters) >= count:
+                return letters
+            await anyio.sleep(0.02)
+
+
+async def test_dead_letter_headers_are_complete_and_originals_byte_identical(
+    bus_url: str, publisher: bus.Bus, topic: str, group: str
+) -> None:
+    seen: list[bus.Context] = []
+    svc = bus.Service(group)
+
+    @svc.subscribe(topic, retry=bus.Retry(attempts=2, backoff=0.05))
+    async def fail(item: Item, ctx: bus.Context) -> None:
+        seen.append(ctx)
+        raise LedgerError("x" * 5000 + " ünïcode")
+
+    async with bus.Bus(bus_url, services=[svc]):
+        message_id = await publisher.publish(
+            topic, Item(1, "héllo"), key="k1", headers={"x-origin": "tést", "x-n": "1"}
+        )
+        [letter] = await letters_of(publisher, topic, group, 1)
+        # Browsing removes nothing.
+        assert len(await letters_of(publisher, topic, group, 1)) == 1
+    first = seen[0].message
+    assert letter.message_id == message_id
+    assert letter.body == first.body
+    original = {k: v for k, v in letter.headers.items() if not k.startswith("bus-dlq-")}
+    assert original == first.headers
+    assert set(letter.headers) >= DLQ_HEADERS
+    h = letter.headers
+    assert h["bus-dlq-reason"] == "failed"
+    assert h["bus-dlq-exception-type"] == f"{__name__}.LedgerError"
+    assert len(h["bus-dlq-exception-message"].encode()) <= 1024
+    assert h["bus-dlq-exception-message"].startswith("xxx")
+    assert "LedgerError" in h["bus-dlq-exception-stacktrace"]
+    assert len(h["bus-dlq-exception-stacktrace"].encode()) <= 8192
+    assert h["bus-dlq-original-topic"] == topic
+    assert h["bus-dlq-consumer-group"] == group
+    assert h["bus-dlq-attempts"] == "2"
+    first_failed = datetime.fromisoformat(h["bus-dlq-first-failed-at"])
+    failed = datetime.fromisoformat(h["bus-dlq-failed-at"])
+    assert first_failed.utcoffset() is not None and first_failed.utcoffset().total_seconds() == 0
+    assert first_failed <= failed
+    host, _, pid = h["bus-dlq-host"].rpartition(":")
+    assert host and pid.isdigit()
+
+
+async def test_replay_goes_to_that_group_only_and_a_second_failure_replaces_exception_headers(
+    bus_url: str, publisher: bus.Bus, topic: str
+) -> None:
+    failing, healthy = unique("g"), unique("g")
+    calls: dict[str, list[int]] = {failing: [], healthy: []}
+    fail_with: list[type[Exception]] = [ValueError]
+    svc_failing, svc_healthy = bus.Service(failing), bus.Service(healthy)
+
+    @svc_failing.subscribe(topic, retry=bus.Retry(attempts=1))
+    async def fails(item: Item) -> None:
+        calls[failing].append(item.n)
+        raise fail_with[0](f"try {len(calls[failing])}")
+
+    @svc_healthy.subscribe(topic)
+    async def fine(item: Item) -> None:
+        calls[healthy].append(item.n)
+
+    async with bus.Bus(bus_url, services=[svc_failing, svc_healthy]):
+        await publisher.publish(topic, Item(1))
+        await publisher.publish(topic, Item(2))
+        first = await letters_of(publisher, topic, failing, 2)
+        await wait_until(lambda: len(calls[healthy]) == 2)
+        assert [d async for d in publisher.dead_letters(topic, group=healthy)] == []
+
+        fail_with[0] = KeyError
+        assert await publisher.replay(topic, group=failing) == 2
+        await wait_until(lambda: len(calls[failing]) == 4)
+        second = await letters_of(publisher, topic, failing, 2)
+        assert await publisher.replay(topic, group=healthy) == 0
+    assert sorted(calls[healthy]) == [1, 2], "replay reached another group"
+    assert sorted(calls[failing]) == [1, 1, 2, 2]
+    assert len(second) == 2
+    before = {d.message_id: d for d in first}
+    for letter in second:
+        old = before[letter.message_id]
+        assert letter.body == old.body
+        for kept in ("bus-dlq-original-topic", "bus-dlq-consumer-group", "bus-dlq-first-failed-at"):
+            assert letter.headers[kept] == old.headers[kept]
+        assert old.headers["bus-dlq-exception-type"] == "builtins.ValueError"
+        assert letter.headers["bus-dlq-exception-type"] == "builtins.KeyError"
+        assert (
+            letter.headers["bus-dlq-exception-message"] != old.headers["bus-dlq-exception-message"]
+        )
+
+
+async def test_replay_of_a_fixed_handler_empties_the_dead_letters(
+    bus_url: str, publisher: bus.Bus, topic: str, group: str
+) -> None:
+    broken = [True]
+    done: list[int] = []
+    svc = bus.Service(group)
+
+    @svc.subscribe(topic, retry=bus.Retry(attempts=1))
+    async def handle(item: Item) -> None:
+        if broken[0]:
+            raise RuntimeError("bug")
+        done.append(item.n)
+
+    async with bus.Bus(bus_url, services=[svc]):
+        for i in range(5):
+            await publisher.publish(topic, Item(i))
+        await letters_of(publisher, topic, group, 5)
+        broken[0] = False
+        assert await publisher.replay(topic, group=group) == 5
+        await wait_until(lambda: len(done) == 5)
+        assert [d async for d in publisher.dead_letters(topic, group=group)] == []
+    assert sorted(done) == list(range(5))
