@@ -8,6 +8,8 @@ Query options the adapter reads (all optional); any other query parameter (``hea
 - ``queue_type``: ``classic`` (default) or ``quorum`` (replicated clusters)
 - ``confirm``: ``true`` (default) waits for publisher confirms; ``false`` returns once
   written to the socket, which gives up the guarantee that ``publish`` means "held"
+- ``max_length``: a group's queue holds at most this many ready messages; RabbitMQ
+  refuses (nacks) publishes beyond, and ``publish`` raises PublishError
 - ``heartbeat``: seconds between AMQP heartbeats (aio-pika's default 60)
 """
 
@@ -20,7 +22,7 @@ import msgspec
 from bus.errors import ConfigError
 from bus.url import redact
 
-_OURS = frozenset({"exchange", "prefetch", "queue_type", "confirm"})
+_OURS = frozenset({"exchange", "prefetch", "queue_type", "confirm", "max_length"})
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -34,6 +36,7 @@ class RabbitConfig(msgspec.Struct, frozen=True, kw_only=True):
     prefetch: int | None = None
     queue_type: str = "classic"
     confirm: bool = True
+    max_length: int | None = None
 
 
 def parse(url: str) -> RabbitConfig:
@@ -56,17 +59,18 @@ def parse(url: str) -> RabbitConfig:
         amqp_url=amqp_url,
         redacted=shown,
         exchange=exchange,
-        prefetch=_prefetch(ours.get("prefetch"), shown),
+        prefetch=_positive(ours.get("prefetch"), "prefetch", shown),
+        max_length=_positive(ours.get("max_length"), "max_length", shown),
         queue_type=queue_type,
         confirm=_flag(ours.get("confirm", "true"), "confirm", shown),
     )
 
 
-def _prefetch(value: str | None, shown: str) -> int | None:
+def _positive(value: str | None, name: str, shown: str) -> int | None:
     if value is None:
         return None
     if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"prefetch={value!r} in {shown!r}: use a whole number of 1 or more")
+        raise ConfigError(f"{name}={value!r} in {shown!r}: use a whole number of 1 or more")
     return int(value)
 
 

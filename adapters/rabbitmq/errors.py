@@ -20,7 +20,7 @@ _PERMANENT = (
 def is_transient(exc: BaseException) -> bool:
     """True when ``exc`` means the connection or channel went away, so the same
     operation may succeed once it is back."""
-    if isinstance(exc, amqp.DeliveryError | _PERMANENT):
+    if isinstance(exc, (amqp.DeliveryError, *_PERMANENT)):
         return False
     return isinstance(
         exc,

@@ -67,7 +67,7 @@ class Link:
     async def channel(self, *, confirms: bool) -> AbstractChannel:
         """A new channel on the current connection (waiting for one)."""
         conn = await self.ready()
-        channel = conn.channel(publisher_confirms=confirms, on_return_raises=True)
+        channel = conn.channel(publisher_confirms=confirms, on_return_raises=confirms)
         await channel
         return channel
 

@@ -58,6 +58,10 @@ class Topology:
     def __init__(self, config: RabbitConfig) -> None:
         self.config = config
         self._args: dict[str, Any] = {"x-queue-type": config.queue_type}
+        self._group_args = dict(self._args)
+        if config.max_length is not None:
+            self._group_args["x-max-length"] = config.max_length
+            self._group_args["x-overflow"] = "reject-publish"
         self._delays: dict[str, float] = {}
 
     def forget(self) -> None:
@@ -70,7 +74,7 @@ class Topology:
     async def declare_group(self, channel: AbstractChannel, topic: str, group: str) -> str:
         """The group's queue and dead-letter queue, bound; returns the queue's name."""
         name = group_queue(self.config, topic, group)
-        await channel.queue_declare(name, durable=True, arguments=self._args)
+        await channel.queue_declare(name, durable=True, arguments=self._group_args)
         await channel.queue_declare(
             dead_letter_queue(self.config, topic, group), durable=True, arguments=self._args
         )
