@@ -17,7 +17,7 @@ import bus
 from bus.transport import Capabilities
 from tests.conformance.helpers import unique
 
-ADAPTERS = ["memory"]
+ADAPTERS = ["memory", "rabbitmq"]
 
 
 @pytest.fixture(params=ADAPTERS)
