@@ -52,8 +52,36 @@ def ensure_broker() -> None:
 
 
 def url_for(exchange: str, **options: str) -> str:
-    query = "&".join(f"{k}={v}" for k, v in {"exchange": exchange, **options}.items())
+    """A URL whose exchange and connection name are ``exchange`` (so the run can find
+    its own connections), with ``options`` added to the query."""
+    all_options = {"exchange": exchange, "name": exchange, **options}
+    query = "&".join(f"{k}={v}" for k, v in all_options.items())
     return f"amqp://guest:guest@{HOST}:{PORT}/?{query}"
+
+
+def close_connections(name_prefix: str) -> int:
+    """``rabbitmqctl close_connection`` every connection whose client-given name starts
+    with ``name_prefix`` (this run's, never another's); returns how many."""
+    ctl = shutil.which("rabbitmqctl") or "rabbitmqctl"
+    listing = subprocess.run(
+        [ctl, "list_connections", "-q", "--no-table-headers", "pid", "client_properties"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    closed = 0
+    for line in listing.splitlines():
+        pid, _, props = line.partition("\t")
+        if f'{{"connection_name","{name_prefix}' in props:
+            subprocess.run(
+                [ctl, "close_connection", pid, "bus test: connection cut"],
+                capture_output=True,
+                timeout=60,
+                check=False,
+            )
+            closed += 1
+    return closed
 
 
 def run_names(prefix: str) -> tuple[list[str], list[str]]:
