@@ -6,7 +6,6 @@ Run as: python tests/faults/rabbitmq/killable.py URL TOPIC GROUP MARKER
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import anyio
 import msgspec
@@ -23,11 +22,11 @@ async def main(url: str, topic: str, group: str, marker: str) -> None:
 
     @service.subscribe(topic, concurrency=1)
     async def handle(job: Job, ctx: bus.Context) -> None:
-        Path(marker).write_text(f"{job.n} {ctx.attempt}")
+        await anyio.Path(marker).write_text(f"{job.n} {ctx.attempt}")
         await anyio.sleep_forever()  # killed here, holding the message unacked
 
     async with bus.Bus(url, services=[service]):
-        Path(marker + ".ready").write_text("ready")
+        await anyio.Path(marker + ".ready").write_text("ready")
         await anyio.sleep_forever()
 
 

@@ -45,16 +45,19 @@ async def test_connections_cut_mid_stream_of_10000_messages_lose_nothing(
                     batch.start_soon(publisher.publish, topic, Numbered(n))
 
     cuts = 0
-    async with bus.Bus(url, services=[service]), bus.Bus(url) as publisher:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(publish_all, publisher)
-            with anyio.fail_after(90):
-                while len(ledger) < TOTAL // 3:
-                    await anyio.sleep(0.01)
-                cuts = await anyio.to_thread.run_sync(close_connections, name)
-                cut_at = len(ledger)
-                while len(ledger) < TOTAL:
-                    await anyio.sleep(0.05)
+    async with (
+        bus.Bus(url, services=[service]),
+        bus.Bus(url) as publisher,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(publish_all, publisher)
+        with anyio.fail_after(90):
+            while len(ledger) < TOTAL // 3:
+                await anyio.sleep(0.01)
+            cuts = await anyio.to_thread.run_sync(close_connections, name)
+            cut_at = len(ledger)
+            while len(ledger) < TOTAL:
+                await anyio.sleep(0.05)
     assert cuts == 2, "the consumer's and the publisher's connections were cut"
     assert cut_at < TOTAL, "the cut came mid-stream"
     missing = set(range(TOTAL)) - ledger

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
 import uuid
 from pathlib import Path
 
 import anyio
+from anyio.abc import Process
 
 import bus
 from tests.brokers.rabbitmq import url_for
@@ -18,10 +18,10 @@ from .killable import Job
 ROOT = Path(__file__).resolve().parents[3]
 
 
-async def wait_for_file(path: Path, proc: subprocess.Popen[bytes]) -> None:
+async def wait_for_file(path: Path, proc: Process) -> None:
     with anyio.fail_after(30):
-        while not path.exists():
-            assert proc.poll() is None, f"the consumer process exited: {proc.returncode}"
+        while not await anyio.Path(path).exists():
+            assert proc.returncode is None, f"the consumer process exited: {proc.returncode}"
             await anyio.sleep(0.02)
 
 
@@ -32,17 +32,13 @@ async def test_consumer_killed_mid_handler_has_its_message_redelivered(
     url = url_for(rabbitmq_run, name=f"{rabbitmq_run}-kill-{tag}")
     topic, group = f"kill.{tag}", f"g-{tag}"
     marker = tmp_path / "started"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            str(Path(__file__).with_name("killable.py")),
-            url,
-            topic,
-            group,
-            str(marker),
-        ],
+    script = str(Path(__file__).with_name("killable.py"))
+    proc = await anyio.open_process(
+        [sys.executable, script, url, topic, group, str(marker)],
         cwd=ROOT,
         env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        stdout=None,
+        stderr=None,
     )
     try:
         await wait_for_file(Path(str(marker) + ".ready"), proc)
@@ -50,10 +46,11 @@ async def test_consumer_killed_mid_handler_has_its_message_redelivered(
             await publisher.publish(topic, Job(7))
             await publisher.publish(topic, Job(8))
         await wait_for_file(marker, proc)
-        assert marker.read_text() == "7 1"
+        assert await anyio.Path(marker).read_text() == "7 1"
     finally:
         proc.send_signal(signal.SIGKILL)
-        proc.wait(10)
+        with anyio.fail_after(10):
+            await proc.wait()
 
     ledger: list[tuple[int, int]] = []
     rescuer = bus.Service(group)
