@@ -74,7 +74,10 @@ def decoder(payload_type: Any, content_type: str) -> Decode:
 
 
 def decode(body: bytes, payload_type: Any, content_type: str | None) -> Any:
-    """Decode ``body``; raise DecodeError saying what was wrong."""
+    """Decode ``body``; raise DecodeError saying what was wrong. A ``bytes`` handler
+    takes any body, whatever its content type."""
+    if payload_type is bytes:
+        return body
     canonical = normalize(content_type)
     if canonical is None:
         raise DecodeError(

@@ -104,7 +104,10 @@ class Context:
         )
 
     def __repr__(self) -> str:
-        return f"Context(topic={self.topic!r}, group={self.group!r}, message_id={self.message_id!r}, attempt={self.attempt})"
+        return (
+            f"Context(topic={self.topic!r}, group={self.group!r}, "
+            f"message_id={self.message_id!r}, attempt={self.attempt})"
+        )
 
 
 __all__ = ["Context"]

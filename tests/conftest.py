@@ -6,6 +6,13 @@ from __future__ import annotations
 import inspect
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Shared 2-core machines stall now and then: no per-example deadline.
+settings.register_profile(
+    "bus", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("bus")
 
 pytest_plugins = ["tests.brokers.memory", "tests.brokers.rabbitmq", "tests.brokers.kafka"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import uuid
 from collections.abc import AsyncIterator, Mapping
@@ -95,10 +96,9 @@ class MemoryInbox:
         broker.inboxes[self.address] = self._deliver
 
     def _deliver(self, message: Message) -> None:
-        try:
+        # Closed meanwhile: a reply nobody reads is dropped.
+        with contextlib.suppress(anyio.ClosedResourceError, anyio.BrokenResourceError):
             self._send.send_nowait(message)
-        except (anyio.ClosedResourceError, anyio.BrokenResourceError):
-            pass  # closed meanwhile: a reply nobody reads is dropped
 
     def __aiter__(self) -> MemoryInbox:
         return self
