@@ -37,6 +37,7 @@ class Link:
         self._ready = asyncio.Event()
         self._closing = False
         self._reconnect: asyncio.Task[None] | None = None
+        self._opened = False
 
     @property
     def closing(self) -> bool:
@@ -53,12 +54,15 @@ class Link:
         except Exception as exc:
             await conn.close()
             raise connection_lost(exc, self.config.redacted) from None
+        self._opened = True
 
     async def ready(self) -> AbstractConnection:
         """The open connection, waiting while it is being re-established."""
         while True:
             if self._closing:
                 raise ConnectionLost(f"the connection to {self.config.redacted} is closed")
+            if not self._opened:
+                raise ConnectionLost(f"not connected to {self.config.redacted}: call connect()")
             conn = self._conn
             if conn is not None and self._ready.is_set() and not conn.is_closed:
                 return conn
@@ -141,6 +145,7 @@ class ChannelKeeper:
         self._up = asyncio.Event()
         self._closed = False
         self._watch: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         """Open the channel the first time; errors propagate."""
@@ -152,6 +157,8 @@ class ChannelKeeper:
         while True:
             if self._closed or self._link.closing:
                 raise ConnectionLost(f"{self._what} is closed")
+            if self._watch is None:
+                raise ConnectionLost(f"{self._what} is not open: call connect() first")
             raw = self._raw
             if raw is not None and not raw.is_closed:
                 return raw
@@ -180,8 +187,18 @@ class ChannelKeeper:
         except BaseException:
             await channel.close()
             raise
+        raw.on_consumer_cancel_callbacks.add(self._on_cancelled)
         self._channel, self._raw = channel, raw
         self._up.set()
+
+    def _on_cancelled(self, _frame: object) -> None:
+        """The broker cancelled our consumer (its queue was deleted, say): drop the
+        channel, so it is re-opened and its queue declared again."""
+        channel = self._channel
+        if channel is not None and not self._closed:
+            task = asyncio.ensure_future(channel.close())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     async def _keep(self) -> None:
         while not self._closed:

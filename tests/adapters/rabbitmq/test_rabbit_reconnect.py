@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import uuid
 
+import aio_pika
 import anyio
+import pytest
 
+import bus
 from adapters.rabbitmq import RabbitTransport
 from bus.message import Message, new_id
 from tests.brokers.rabbitmq import close_connections, url_for
@@ -58,3 +61,36 @@ async def test_connection_cut_mid_stream_loses_nothing(rabbitmq_run: str) -> Non
             assert (await inbox.__anext__()).body == b"a"
     finally:
         await t.close()
+
+
+async def test_a_deleted_queue_is_declared_again_and_consumption_resumes(
+    rabbitmq_url: str,
+) -> None:
+    t = RabbitTransport(rabbitmq_url)
+    await t.connect()
+    topic, group = f"t.del.{uuid.uuid4().hex[:6]}", "g"
+    try:
+        consumer = await t.consume(topic, group, prefetch=5)
+        conn = await aio_pika.connect(rabbitmq_url.split("?")[0])
+        try:
+            channel = await conn.channel()
+            await channel.queue_delete(f"{t.config.exchange}:{group}:{topic}")
+        finally:
+            await conn.close()
+        with anyio.fail_after(20):
+            while True:  # until the queue is back and bound, a publish reaches nobody
+                await t.publish(topic, Message(id=new_id(), body=b"again"))
+                with anyio.move_on_after(0.2):
+                    delivery = await consumer.__anext__()
+                    break
+        assert delivery.message.body == b"again"
+        await delivery.ack()
+        await consumer.close()
+    finally:
+        await t.close()
+
+
+async def test_using_a_transport_before_connect_fails_at_once(rabbitmq_url: str) -> None:
+    t = RabbitTransport(rabbitmq_url)
+    with anyio.fail_after(5), pytest.raises(bus.BusError):
+        await t.publish("t", Message(id=new_id(), body=b""))
