@@ -35,6 +35,8 @@ def normalize(content_type: str | None) -> str | None:
 
     Parameters such as ``; charset=utf-8`` are ignored.
     """
+    if content_type in _ALIASES:  # the common case: one dict probe
+        return _ALIASES[content_type]
     if content_type is not None:
         content_type = content_type.split(";", 1)[0].strip().lower()
     return _ALIASES.get(content_type)

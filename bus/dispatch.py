@@ -13,6 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 import anyio
+import anyio.lowlevel
 
 from bus import codec
 from bus.context import Context
@@ -72,7 +73,17 @@ class Runner:
 
     async def _worker(self) -> None:
         consumer = self._consumer
+        poll = getattr(consumer, "poll", None)
+        polled = 0
         while not self._stopping:
+            if poll is not None:
+                ready: Delivery | None = poll()
+                if ready is not None:
+                    await self._settle_safely(ready)
+                    polled += 1
+                    if polled % 32 == 0:  # a busy queue must not starve the event loop
+                        await anyio.lowlevel.checkpoint()
+                    continue
             with anyio.CancelScope() as intake:
                 self._intakes.add(intake)
                 try:
@@ -83,15 +94,18 @@ class Runner:
                     self._intakes.discard(intake)
             if intake.cancel_called:
                 return
-            try:
-                await self._handle(delivery)
-            except Exception:  # a broker error while settling: the broker redelivers it
-                log.exception(
-                    "could not settle message %s of %s",
-                    delivery.message.id,
-                    self._sub.topic,
-                    extra={"message_id": delivery.message.id, "topic": self._sub.topic},
-                )
+            await self._settle_safely(delivery)
+
+    async def _settle_safely(self, delivery: Delivery) -> None:
+        try:
+            await self._handle(delivery)
+        except Exception:  # a broker error while settling: the broker redelivers it
+            log.exception(
+                "could not settle message %s of %s",
+                delivery.message.id,
+                self._sub.topic,
+                extra={"message_id": delivery.message.id, "topic": self._sub.topic},
+            )
 
     async def _handle(self, delivery: Delivery) -> None:
         sub = self._sub

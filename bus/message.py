@@ -7,7 +7,8 @@ attribute; everything else rides in ``headers`` under the names below.
 
 from __future__ import annotations
 
-import uuid
+import itertools
+import os
 
 import msgspec
 
@@ -40,9 +41,21 @@ DLQ_FAILED_AT = "bus-dlq-failed-at"
 DLQ_HOST = "bus-dlq-host"
 
 
+_id_prefix = os.urandom(10).hex()
+_id_counter = itertools.count()
+_id_pid = os.getpid()
+
+
 def new_id() -> str:
-    """A fresh message id: 32 hex characters."""
-    return uuid.uuid4().hex
+    """A fresh message id: 32 hex characters, unique across processes.
+
+    A random per-process prefix and a counter: as unique as a uuid4 for our purposes, at
+    a fraction of its cost on the publish path.
+    """
+    global _id_prefix, _id_counter, _id_pid
+    if os.getpid() != _id_pid:  # forked: never share a prefix with the parent
+        _id_prefix, _id_counter, _id_pid = os.urandom(10).hex(), itertools.count(), os.getpid()
+    return f"{_id_prefix}{next(_id_counter):012x}"
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):

@@ -85,6 +85,10 @@ class Consumer(Protocol):
         """Stop consuming. Every delivery not yet settled goes back to the group (counted
         as a redelivery where the broker counts them). Idempotent."""
 
+    # Optional fast path, looked up once per consumer: ``def poll(self) -> Delivery | None``
+    # returns a delivery already at hand without waiting (None if there is none), which
+    # spares the core a cancel scope per message. Adapters that buffer should provide it.
+
 
 class Inbox(Protocol):
     """An address only this process reads: where replies to its requests arrive."""

@@ -63,6 +63,15 @@ class MemoryConsumer:
     def __aiter__(self) -> MemoryConsumer:
         return self
 
+    def poll(self) -> MemoryDelivery | None:
+        if self._closed[0]:
+            return None
+        entry = self._queue.try_take()
+        if entry is None:
+            return None
+        self._held[id(entry)] = entry
+        return MemoryDelivery(self, entry)
+
     async def __anext__(self) -> MemoryDelivery:
         entry = self._queue.try_take() if not self._closed[0] else None
         if entry is None:
