@@ -211,7 +211,7 @@ async def _round_trips(
     return len(payloads) / (time.perf_counter() - started)
 
 
-async def run(sizes: Sizes) -> list[tuple[str, float, float]]:
+async def run(sizes: Sizes, only: str | None = None) -> list[tuple[str, float, float]]:
     bench = Bench(sizes)
     cases: list[tuple[str, Callable[[], Awaitable[float]], Callable[[], Awaitable[float]]]] = [
         ("publish msg/s (confirms, 100 in flight)", bench.publish_raw, bench.publish_bus),
@@ -227,6 +227,8 @@ async def run(sizes: Sizes) -> list[tuple[str, float, float]]:
             lambda: bench.rr_bus(32, sizes.rr32),
         ),
     ]
+    if only is not None:
+        cases = [c for c in cases if only in c[0]]
     results = []
     try:
         for name, raw_case, bus_case in cases:
@@ -253,10 +255,14 @@ async def run(sizes: Sizes) -> list[tuple[str, float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
+    parser.add_argument("--rounds", type=int, help="rounds per case (default 3, quick 1)")
+    parser.add_argument("--only", help="run only the cases whose name contains this")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
+    if args.rounds:
+        sizes.rounds = args.rounds
     print(f"RabbitMQ at {bus.url.redact(BASE_URL)}; sizes {sizes}")
-    asyncio.run(run(sizes))
+    asyncio.run(run(sizes, args.only))
 
 
 if __name__ == "__main__":

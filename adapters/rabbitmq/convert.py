@@ -17,6 +17,7 @@ from pamqp.commands import Basic
 from bus.message import JSON, Message, new_id
 
 KEY_HEADER = "bus-key"
+TRANSIENT = 1
 PERSISTENT = 2
 
 # Headers RabbitMQ adds on its own (dead-lettering through a delay queue, quorum
@@ -25,15 +26,22 @@ _BROKER_HEADERS = frozenset({"x-death", "x-delivery-count"})
 _BROKER_PREFIXES = ("x-first-death-", "x-last-death-")
 
 
-def properties(message: Message, *, reply_to: str | None = None) -> Basic.Properties:
-    """AMQP properties for ``message``; ``reply_to`` overrides the message's own."""
+def properties(
+    message: Message, *, reply_to: str | None = None, persistent: bool = True
+) -> Basic.Properties:
+    """AMQP properties for ``message``; ``reply_to`` overrides the message's own.
+
+    Requests and replies travel ``persistent=False``: a reply to direct reply-to is never
+    stored, and a request is worthless once its requester's channel (its reply address)
+    is gone, which a broker restart ensures. Sparing them the disk shortens a round trip.
+    """
     headers: dict[str, Any] = dict(message.headers)
     if message.key is not None:
         headers[KEY_HEADER] = message.key
     return Basic.Properties(
         content_type=message.content_type,
         headers=headers,
-        delivery_mode=PERSISTENT,
+        delivery_mode=PERSISTENT if persistent else TRANSIENT,
         correlation_id=message.correlation_id,
         reply_to=reply_to if reply_to is not None else message.reply_to,
         message_id=message.id,

@@ -73,7 +73,7 @@ class RabbitTransport:
     async def publish(self, topic: str, message: Message) -> None:
         inbox = self._inboxes.get(message.reply_to) if message.reply_to else None
         if inbox is not None:
-            props = properties(message, reply_to=DIRECT_REPLY_TO)
+            props = properties(message, reply_to=DIRECT_REPLY_TO, persistent=False)
             channel = inbox.channel
         else:
             props = properties(message)
@@ -147,7 +147,7 @@ class RabbitTransport:
         await publish(
             self._publisher.current,
             message.body,
-            properties(message),
+            properties(message, persistent=False),
             exchange="",
             routing_key=address,
             mandatory=False,
