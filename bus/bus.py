@@ -6,12 +6,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
-from bus import codec
+from bus import codec, presence
 from bus.dead_letter import DeadLetter
 from bus.dispatch import Runner
 from bus.errors import BusError, ConfigError, MessageTooLarge
@@ -64,6 +64,7 @@ class Bus:
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         close_timeout: float = 10.0,
         content_type: str = JSON,
+        presence_interval: float | Literal["env"] | None = "env",
     ) -> None:
         self.url = resolve(url)
         if content_type not in (JSON, MSGPACK):
@@ -77,6 +78,10 @@ class Bus:
         self.max_message_size = max_message_size
         self.close_timeout = close_timeout
         self.content_type = content_type
+        self.presence_interval = (
+            presence.interval_from_env() if presence_interval == "env" else presence_interval
+        )
+        self._announcer: presence.Announcer | None = None
         self._transport: Transport = open_transport(self.url)
         self._telemetry = Telemetry(scheme(self.url))
         self._requests = Requests(self._transport, content_type)
@@ -85,6 +90,7 @@ class Bus:
         self._host: asyncio.Task[None] | None = None
         self._stop_host = anyio.Event()
         self._started = False
+        self._closing = False
 
     def __repr__(self) -> str:
         return f"Bus({redact(self.url)!r}, services={[s.name for s in self.services]})"
@@ -135,6 +141,10 @@ class Bus:
                     self._runners.append(runner)
                     assert self._tg is not None
                     self._tg.start_soon(runner.run)
+            if self.services and self.presence_interval:
+                self._announcer = presence.Announcer(self, self.services, self.presence_interval)
+                assert self._tg is not None
+                self._tg.start_soon(self._announcer.run)
         except BaseException:
             await self.close()
             raise
@@ -156,11 +166,15 @@ class Bus:
 
     async def close(self, timeout: float | None = None) -> None:
         """Close gracefully (see the class); idempotent."""
-        if not self._started:
+        if not self._started or self._closing:
             return
-        self._started = False
+        self._closing = True
         deadline = self.close_timeout if timeout is None else timeout
         with anyio.CancelScope(shield=True):
+            if self._announcer is not None:
+                await self._announcer.stopped()
+                self._announcer = None
+            self._started = False
             for runner in self._runners:
                 runner.stop_intake()
             with anyio.move_on_after(deadline):
@@ -179,6 +193,7 @@ class Bus:
             self._stop_host.set()
             if self._host is not None:
                 await self._host
+            self._closing = False
 
     def _require_started(self) -> None:
         if not self._started:

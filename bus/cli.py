@@ -2,6 +2,7 @@
 
 Examples:
   bus run services.demo:orders --url amqp://guest:guest@localhost/
+  bus status --url amqp://guest:guest@localhost/
   bus dlq list order.placed --group orders
   bus dlq show order.placed --group orders --id 3f2a...
   bus dlq replay order.placed --group orders
@@ -12,6 +13,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import json
 import logging
@@ -22,8 +24,10 @@ from typing import Any
 import anyio
 import msgspec
 
+from bus import presence
 from bus.bus import Bus
 from bus.errors import BusError, ConfigError
+from bus.logs import MessageFilter
 from bus.service import Service
 
 log = logging.getLogger("bus.cli")
@@ -70,8 +74,21 @@ def load_service(spec: str) -> list[Service]:
     return list(found)
 
 
+def with_concurrency(service: Service, concurrency: int) -> Service:
+    """A copy of ``service`` whose every handler runs ``concurrency`` at a time."""
+    if concurrency < 1:
+        raise ConfigError(f"--concurrency must be 1 or more, not {concurrency}")
+    copy = Service(service.name)
+    copy.subscriptions = [
+        dataclasses.replace(s, concurrency=concurrency) for s in service.subscriptions
+    ]
+    return copy
+
+
 async def _run(args: argparse.Namespace) -> None:
     services = [s for spec in args.services for s in load_service(spec)]
+    if args.concurrency is not None:
+        services = [with_concurrency(s, args.concurrency) for s in services]
     async with Bus(args.url, services=services, close_timeout=args.close_timeout) as b:
         names = ", ".join(s.name for s in services)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -120,6 +137,25 @@ async def _dlq(args: argparse.Namespace) -> None:
             print(f"no dead letters for group {args.group!r} on {args.topic!r}")
 
 
+async def _status(args: argparse.Namespace) -> None:
+    async with Bus(args.url, presence_interval=None) as b:
+        instances = await presence.survey(b.transport, args.window)
+    if not instances:
+        print(f"no service announced itself within {args.window:g}s")
+        return
+    print(f"{'SERVICE':<20} {'INSTANCE':<34} {'STATUS':<8} {'HOST':<24} {'STARTED':<25} LAST SEEN")
+    for inst in instances:
+        a = inst.last
+        where = f"{a.host}:{a.pid}"
+        print(
+            f"{a.service:<20} {a.instance:<34} {inst.status:<8} {where:<24} "
+            f"{a.started:<25} {a.sent}"
+        )
+        if args.verbose:
+            for handler in a.handlers:
+                print(f"    {handler}")
+
+
 def _json_body(text: str) -> bytes:
     try:
         msgspec.json.decode(text.encode())
@@ -154,7 +190,20 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run services until SIGTERM or SIGINT")
     run.add_argument("services", nargs="+", metavar="MODULE:SERVICE")
     run.add_argument("--close-timeout", type=float, default=10.0)
+    run.add_argument(
+        "--concurrency", type=int, default=None, help="handlers in flight per subscription"
+    )
     run.set_defaults(func=_run)
+
+    status = sub.add_parser("status", help="list the live services and their instances")
+    status.add_argument(
+        "--window",
+        type=float,
+        default=presence.DEFAULT_INTERVAL * 1.5,
+        help="seconds to listen for announcements (default: 1.5 x the default interval)",
+    )
+    status.add_argument("-v", "--verbose", action="store_true", help="list each handler too")
+    status.set_defaults(func=_status)
 
     dlq = sub.add_parser("dlq", help="browse and replay dead letters")
     dlq.add_argument("action", choices=["list", "show", "replay"])
@@ -183,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = logging.StreamHandler()
+    handler.addFilter(MessageFilter())
     if args.log_format == "json":
         handler.setFormatter(JsonFormatter())
     logging.basicConfig(level=args.log_level.upper(), handlers=[handler])

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import anyio
 import anyio.lowlevel
 
-from bus import codec
+from bus import codec, logs
 from bus.context import Context
 from bus.dead_letter import type_name
 from bus.errors import DecodeError
@@ -110,6 +110,7 @@ class Runner:
     async def _handle(self, delivery: Delivery) -> None:
         sub = self._sub
         message = delivery.message
+        logs.current.set((message.id, message.correlation_id, sub.topic, sub.group))
         raw_attempt = message.headers.get(ATTEMPT)
         attempt = (int(raw_attempt) if raw_attempt else 1) + delivery.redeliveries
         tel = self._telemetry

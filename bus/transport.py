@@ -124,10 +124,17 @@ class Transport(Protocol):
         not taken; never succeed silently. A message whose ``reply_to`` is one of this
         transport's inbox addresses is a request: replies go to that inbox."""
 
-    async def consume(self, topic: str, group: str, *, prefetch: int) -> Consumer:
+    async def consume(
+        self, topic: str, group: str, *, prefetch: int, ephemeral: bool = False
+    ) -> Consumer:
         """Bind ``group`` to ``topic`` (creating what the broker needs, idempotently)
         and start a member of it. Members of one group compete for messages; each group
-        gets every message. ``prefetch`` bounds the deliveries held and unsettled."""
+        gets every message. ``prefetch`` bounds the deliveries held and unsettled.
+
+        An ``ephemeral`` group has this one member and lives only as long as it: it gets
+        what is published while it exists and leaves nothing behind on the broker (an
+        exclusive auto-delete queue, a consumer without a group). Used for watching a
+        topic, e.g. presence announcements."""
         ...
 
     async def open_inbox(self) -> Inbox:

@@ -38,6 +38,10 @@ class Broker:
             )
         return queue
 
+    def unbind(self, topic: str, group: str) -> None:
+        """Drop ``group``'s queue on ``topic``, and whatever it still held."""
+        self.topics.get(topic, {}).pop(group, None)
+
     def find(self, topic: str, group: str) -> GroupQueue | None:
         return self.topics.get(topic, {}).get(group)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -59,6 +59,7 @@ class MemoryConsumer:
         self._held: dict[int, Entry] = {}  # insertion order is delivery order
         self._waiting: set[anyio.Event] = set()
         self._closed = [False]
+        self.on_close: Callable[[], None] | None = None
 
     def __aiter__(self) -> MemoryConsumer:
         return self
@@ -85,6 +86,8 @@ class MemoryConsumer:
         if self._closed[0]:
             return
         self._closed[0] = True
+        if self.on_close is not None:
+            self.on_close()
         for event in list(self._waiting):
             event.set()
         held = list(self._held.values())
@@ -159,9 +162,16 @@ class MemoryTransport:
     async def publish(self, topic: str, message: Message) -> None:
         await self._connected().publish(topic, message)
 
-    async def consume(self, topic: str, group: str, *, prefetch: int) -> MemoryConsumer:
+    async def consume(
+        self, topic: str, group: str, *, prefetch: int, ephemeral: bool = False
+    ) -> MemoryConsumer:
         # Pull-based: nothing is prefetched, so ``prefetch`` needs no buffer here.
-        consumer = MemoryConsumer(self._connected().queue(topic, group))
+        broker = self._connected()
+        if ephemeral:
+            group = f"{group}.{uuid.uuid4().hex}"
+        consumer = MemoryConsumer(broker.queue(topic, group))
+        if ephemeral:
+            consumer.on_close = lambda: broker.unbind(topic, group)
         self._consumers.append(consumer)
         return consumer
 

@@ -1,0 +1,140 @@
+"""Presence, the bus's service discovery: running services announce themselves on a
+topic at an interval; ``survey`` watches that topic and tells who is there.
+
+An instance that stops gracefully says so; one that dies just goes silent, and a survey
+marks an instance silent when its last word is older than twice its interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from typing import TYPE_CHECKING, Literal
+
+import anyio
+import msgspec
+
+from bus.dead_letter import now_rfc3339
+
+if TYPE_CHECKING:
+    from bus.bus import Bus
+    from bus.service import Service
+    from bus.transport import Transport
+
+log = logging.getLogger("bus.presence")
+
+TOPIC = "bus.presence"
+DEFAULT_INTERVAL = 5.0
+ENV_INTERVAL = "BUS_PRESENCE_INTERVAL"
+
+State = Literal["running", "stopped"]
+
+
+class Announcement(msgspec.Struct, frozen=True):
+    service: str
+    instance: str
+    host: str
+    pid: int
+    handlers: list[str]
+    started: str
+    sent: str
+    interval: float
+    state: State = "running"
+
+
+class Instance(msgspec.Struct):
+    """What a survey knows of one instance."""
+
+    last: Announcement
+    seen_at: float  # monotonic, in the surveyor's clock
+
+    @property
+    def status(self) -> str:
+        if self.last.state == "stopped":
+            return "stopped"
+        silent_for = time.monotonic() - self.seen_at
+        return "silent" if silent_for > 2 * self.last.interval else "live"
+
+
+def interval_from_env() -> float | None:
+    """The announcement interval: ``$BUS_PRESENCE_INTERVAL`` seconds (0 turns it off)."""
+    raw = os.environ.get(ENV_INTERVAL)
+    if raw is None:
+        return DEFAULT_INTERVAL
+    value = float(raw)
+    return value if value > 0 else None
+
+
+def describe_handlers(service: Service) -> list[str]:
+    return [
+        f"{'respond' if s.reply else 'subscribe'} {s.topic} "
+        f"(group {s.group}, concurrency {s.concurrency})"
+        for s in service.subscriptions
+    ]
+
+
+class Announcer:
+    """Announces the services of one bus every ``interval`` seconds."""
+
+    def __init__(self, bus: Bus, services: list[Service], interval: float) -> None:
+        self._bus = bus
+        self._interval = interval
+        started = now_rfc3339()
+        host = socket.gethostname()
+        instance = uuid.uuid4().hex[:12]
+        self._announcements = [
+            Announcement(
+                service=s.name,
+                instance=f"{s.name}-{instance}",
+                host=host,
+                pid=os.getpid(),
+                handlers=describe_handlers(s),
+                started=started,
+                sent=started,
+                interval=interval,
+            )
+            for s in services
+        ]
+
+    async def _announce(self, state: State) -> None:
+        sent = now_rfc3339()
+        for a in self._announcements:
+            await self._bus.publish(TOPIC, msgspec.structs.replace(a, sent=sent, state=state))
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._announce("running")
+            except Exception as exc:  # presence must never take a service down
+                log.warning("could not announce presence: %s", exc)
+            await anyio.sleep(self._interval)
+
+    async def stopped(self) -> None:
+        with anyio.move_on_after(2.0):
+            try:
+                await self._announce("stopped")
+            except Exception as exc:
+                log.info("could not announce that this instance stopped: %s", exc)
+
+
+async def survey(transport: Transport, window: float) -> list[Instance]:
+    """Watch the presence topic for ``window`` seconds; every instance heard, by name."""
+    consumer = await transport.consume(TOPIC, "bus.status", prefetch=100, ephemeral=True)
+    decode = msgspec.json.Decoder(Announcement).decode
+    seen: dict[str, Instance] = {}
+    try:
+        with anyio.move_on_after(window):
+            async for delivery in consumer:
+                try:
+                    a = decode(delivery.message.body)
+                except msgspec.DecodeError:
+                    log.info("ignored a malformed presence announcement")
+                else:
+                    seen[a.instance] = Instance(last=a, seen_at=time.monotonic())
+                await delivery.ack()
+    finally:
+        await consumer.close()
+    return sorted(seen.values(), key=lambda i: (i.last.service, i.last.instance))
