@@ -6,7 +6,7 @@ import asyncio
 
 import aiormq.exceptions as amqp
 
-from bus.errors import BusError, ConnectionLost, PublishError
+from bus.errors import BusError, ConfigError, ConnectionLost, PublishError
 
 # Channel errors that say the request itself is wrong: retrying cannot help.
 _PERMANENT = (
@@ -44,3 +44,15 @@ def publish_error(exc: BaseException, where: str) -> BusError:
 def connection_lost(exc: BaseException, redacted_url: str) -> ConnectionLost:
     detail = str(exc) or type(exc).__name__
     return ConnectionLost(f"cannot reach RabbitMQ at {redacted_url}: {detail}")
+
+
+def broker_error(exc: BaseException, what: str) -> BusError:
+    """The bus error for ``what`` (declaring, browsing...) failing with ``exc``."""
+    if isinstance(exc, BusError):
+        return exc
+    if is_transient(exc):
+        return ConnectionLost(f"{what} failed, the connection was lost: {exc}")
+    return ConfigError(
+        f"RabbitMQ refused {what}: {exc}. A queue or exchange of that name may exist with "
+        "other arguments (another queue_type, say), or the user may lack permissions."
+    )

@@ -17,6 +17,7 @@ from adapters.rabbitmq import browse, topology
 from adapters.rabbitmq.config import parse
 from adapters.rabbitmq.consumer import RabbitConsumer
 from adapters.rabbitmq.convert import properties
+from adapters.rabbitmq.errors import broker_error
 from adapters.rabbitmq.inbox import DIRECT_REPLY_TO, RabbitInbox
 from adapters.rabbitmq.link import ChannelKeeper, Link
 from adapters.rabbitmq.publish import publish
@@ -41,12 +42,18 @@ class RabbitTransport:
         self.config = parse(url)
         self._topology = topology.Topology(self.config)
         self._link = Link(self.config, self._on_connect)
+        # Copies made by retry and dead_letter, and replies, are always confirmed; topic
+        # publishes go unconfirmed only when the URL says confirm=false.
         self._publisher = ChannelKeeper(
-            self._link, _nothing, confirms=self.config.confirm, what="the publishing channel"
+            self._link, _nothing, confirms=True, what="the publishing channel"
         )
+        self._topic_publisher = self._publisher
+        if not self.config.confirm:
+            self._topic_publisher = ChannelKeeper(
+                self._link, _nothing, confirms=False, what="the unconfirmed publishing channel"
+            )
         self._keepers: set[ChannelKeeper] = set()
         self._inboxes: dict[str, RabbitInbox] = {}
-        self._connected = False
 
     def __repr__(self) -> str:
         return f"RabbitTransport({self.config.redacted!r})"
@@ -55,18 +62,20 @@ class RabbitTransport:
         await self._link.open()
         try:
             await self._publisher.start()
+            if self._topic_publisher is not self._publisher:
+                await self._topic_publisher.start()
         except Exception as exc:
             await self._link.close()
             raise ConnectionLost(
                 f"cannot open a channel on {self.config.redacted}: {exc}"
             ) from None
-        self._connected = True
 
     async def close(self) -> None:
         for inbox in list(self._inboxes.values()):
             await inbox.close()
         for keeper in list(self._keepers):
             await keeper.close()
+        await self._topic_publisher.close()
         await self._publisher.close()
         await self._link.close()
 
@@ -77,7 +86,7 @@ class RabbitTransport:
             channel = inbox.channel
         else:
             props = properties(message)
-            channel = self._publisher.current
+            channel = self._topic_publisher.current
         await publish(
             channel,
             message.body,
@@ -118,7 +127,10 @@ class RabbitTransport:
             await channel.basic_consume(queue, consumer.on_message)
 
         keeper = ChannelKeeper(self._link, setup, confirms=False, what=f"consumer of {queue!r}")
-        await keeper.start()
+        try:
+            await keeper.start()
+        except Exception as exc:
+            raise broker_error(exc, f"declaring and consuming queue {queue!r}") from None
         self._keepers.add(keeper)
 
         async def on_close() -> None:
@@ -131,7 +143,10 @@ class RabbitTransport:
     async def open_inbox(self) -> RabbitInbox:
         inbox = RabbitInbox()
         keeper = ChannelKeeper(self._link, inbox.setup, confirms=True, what="a reply inbox")
-        await keeper.start()
+        try:
+            await keeper.start()
+        except Exception as exc:
+            raise broker_error(exc, "consuming amq.rabbitmq.reply-to") from None
 
         async def on_close() -> None:
             self._inboxes.pop(inbox.address, None)
@@ -155,13 +170,19 @@ class RabbitTransport:
 
     async def dead_letters(self, topic: str, group: str) -> AsyncIterator[Message]:
         queue = topology.dead_letter_queue(self.config, topic, group)
-        async for message in browse.browse(self._link, queue):
-            yield message
+        try:
+            async for message in browse.browse(self._link, queue):
+                yield message
+        except Exception as exc:
+            raise broker_error(exc, f"browsing queue {queue!r}") from None
 
     async def replay(self, topic: str, group: str) -> int:
         dlq = topology.dead_letter_queue(self.config, topic, group)
         queue = topology.group_queue(self.config, topic, group)
-        return await browse.replay(self._link, dlq, queue)
+        try:
+            return await browse.replay(self._link, dlq, queue)
+        except Exception as exc:
+            raise broker_error(exc, f"replaying queue {dlq!r}") from None
 
     async def _on_connect(self, conn: AbstractConnection) -> None:
         self._topology.forget()

@@ -10,7 +10,7 @@ import pytest
 
 from adapters.rabbitmq import RabbitTransport
 from adapters.rabbitmq.consumer import RabbitConsumer, RabbitDelivery
-from bus.errors import ConnectionLost, PublishError
+from bus.errors import ConfigError, ConnectionLost, PublishError
 from bus.message import JSON, MSGPACK, Message, new_id
 
 DEADLINE = 20.0
@@ -274,3 +274,35 @@ async def test_quorum_queues_count_redeliveries(rabbitmq_url: str, names: tuple[
         await again.close()
     finally:
         await t.close()
+
+
+async def test_unconfirmed_topic_publishes_still_settle_with_confirms(
+    rabbitmq_url: str, names: tuple[str, str]
+) -> None:
+    topic, group = names
+    t = RabbitTransport(rabbitmq_url + "&confirm=false")
+    await t.connect()
+    try:
+        consumer = await t.consume(topic, group, prefetch=5)
+        await t.publish(topic, msg(b"fast"))
+        d = await take(consumer)
+        await d.dead_letter({"bus-dlq-reason": "rejected"})
+        assert [m.body async for m in t.dead_letters(topic, group)] == [b"fast"]
+        await consumer.close()
+    finally:
+        await t.close()
+
+
+async def test_a_queue_declared_otherwise_is_a_config_error(
+    transport: RabbitTransport, rabbitmq_url: str, names: tuple[str, str]
+) -> None:
+    topic, group = names
+    await (await transport.consume(topic, group, prefetch=1)).close()
+    other = RabbitTransport(rabbitmq_url + "&queue_type=quorum")
+    await other.connect()
+    try:
+        with pytest.raises(ConfigError, match="queue_type"):
+            await other.consume(topic, group, prefetch=1)
+        await other.publish(topic, msg())  # the transport is still usable
+    finally:
+        await other.close()
