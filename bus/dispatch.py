@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
+from opentelemetry import trace
 
 from bus import codec, logs
 from bus.context import Context
 from bus.dead_letter import type_name
 from bus.errors import DecodeError
 from bus.message import ATTEMPT, Message
-from bus.outcome import settle_failure
+from bus.outcome import classify, settle_failure
 from bus.service import Subscription
 from bus.transport import Consumer, Delivery
 
@@ -153,12 +154,16 @@ class Runner:
                         result = await self._handler(payload)
                 except Exception as exc:
                     span.record_exception(exc)
+                    span.set_status(trace.StatusCode.ERROR, str(exc)[:256])
                     span.set_attribute("error.type", type_name(exc))
                     tel.count("failed", sub.topic, sub.group)
                     delay = await self._failed(delivery, exc, attempt)
-                    tel.count(
-                        "retried" if delay is not None else "dead_lettered", sub.topic, sub.group
-                    )
+                    if delay is not None:
+                        span.add_event("bus.retry", {"bus.retry.delay_s": delay})
+                        tel.count("retried", sub.topic, sub.group)
+                    elif not sub.reply or isinstance(exc, DecodeError):
+                        span.add_event("bus.dead_letter", {"bus.dlq.reason": classify(exc)})
+                        tel.count("dead_lettered", sub.topic, sub.group)
                     return
                 if sub.reply:
                     await self._bus._requests.reply(message, result)
