@@ -1,96 +1,155 @@
-"""A short tour of the bus on the embedded broker: publish, request-reply, a retried
-handler and a dead letter. ``python -m services.demo [--url URL]``."""
+"""The shop, end to end: every service in one process, the gateway on a free loopback
+port, and a load of orders through its HTTP API, some with failing payments; then a
+summary. ``python -m services.demo [--url URL] [--style S] [--orders N] [--serve]``.
+
+``--url`` (or ``$BUS_URL``) moves it to RabbitMQ or Kafka unchanged. Exits 1 if any order
+did not reach a final state or the stock does not add up.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import sys
+import time
+import uuid
+from collections import Counter
 
 import anyio
-import msgspec
+import httpx
 
 import bus
+from services import contracts as c
+from services.config import STYLES, Config
+from services.gateway import serving
+from services.load import Outcome, percentile, run_load
+from services.shop import Shop
+from services.stats import BusCounters
+
+SCARCE = "limited-edition"
 
 
-class OrderPlaced(msgspec.Struct):
-    order_id: str
-    total_cents: int
+def demo_config(args: argparse.Namespace) -> Config:
+    cfg = Config.from_env()
+    changes: dict[str, object] = {
+        "stock": {**cfg.stock, SCARCE: args.scarce_stock},
+        "payment_flaky": args.flaky,
+        # a run of its own, so a persistent broker's old messages never mix in
+        "prefix": f"{cfg.prefix}demo-{uuid.uuid4().hex[:6]}.",
+    }
+    if args.url:
+        changes["url"] = args.url
+    if args.style:
+        changes["style"] = args.style
+    return cfg.replace(**changes)
 
 
-class GetOrder(msgspec.Struct):
-    order_id: str
+async def show_bad_input(base_url: str, api_key: str) -> None:
+    """One of each mistake a client can make, and what the gateway answers."""
+    body = {"customer": "x@example.com", "card": "4242424242424242", "lines": []}
+    async with httpx.AsyncClient(base_url=base_url, headers={"x-api-key": api_key}) as client:
+        cases = [
+            ("no API key", client.post("/orders", json=body, headers={"x-api-key": ""})),
+            ("malformed JSON", client.post("/orders", content=b"{not json")),
+            ("no lines", client.post("/orders", json=body)),
+            ("unknown order", client.get("/orders/no-such-order")),
+        ]
+        for label, call in cases:
+            response = await call
+            print(f"  {label:<15} -> {response.status_code} {response.json()['error'][:70]}")
 
 
-class Order(msgspec.Struct):
-    order_id: str
-    total_cents: int
-    status: str
+async def dead_letters(b: bus.Bus, shop: Shop) -> int:
+    found = 0
+    for topic, group in shop.subscriptions():
+        async for _ in b.dead_letters(topic, group=group):
+            found += 1
+    return found
 
 
-orders = bus.Service("orders")
-placed: dict[str, Order] = {}
-calls: dict[str, int] = {}
+def stock_adds_up(shop: Shop, outcomes: list[Outcome]) -> bool:
+    """Remaining stock is the initial stock less what confirmed orders took, exactly."""
+    taken: Counter[str] = Counter()
+    for out in outcomes:
+        if out.status == c.CONFIRMED:
+            for line in out.body["lines"]:
+                taken[line["sku"]] += line["quantity"]
+    expected = {sku: n - taken[sku] for sku, n in shop.cfg.stock.items()}
+    return expected == shop.inventory.stock
 
 
-@orders.subscribe("order.placed", retry=bus.Retry(attempts=3, backoff=0.05, max_backoff=0.5))
-async def on_placed(event: OrderPlaced, ctx: bus.Context) -> None:
-    calls[event.order_id] = ctx.attempt
-    if event.total_cents <= 0:
-        raise bus.Reject(f"order {event.order_id} has a non-positive total")
-    if event.order_id == "o-flaky" and ctx.attempt < 3:
-        raise ConnectionError(f"payment gateway busy (attempt {ctx.attempt})")
-    if event.order_id == "o-broken":
-        raise RuntimeError("inventory service returned garbage")
-    placed[event.order_id] = Order(event.order_id, event.total_cents, "placed")
+def summarize(shop: Shop, outcomes: list[Outcome], seconds: float, counters: BusCounters) -> None:
+    states = Counter(out.status for out in outcomes)
+    reasons = Counter(out.reason for out in outcomes if out.status == c.FAILED)
+    latencies = [out.latency for out in outcomes if out.final]
+    print(f"\n{len(outcomes)} orders in {seconds:.1f}s ({shop.cfg.style}):")
+    for state, n in states.most_common():
+        print(f"  {state:<10} {n}")
+    for reason, n in reasons.most_common():
+        print(f"    failed: {reason:<32} {n}")
+    print(f"  retries        {counters.describe('retried')}")
+    print(f"  payments       {dict(shop.payments.counts)}")
+    print(f"  notifications  {dict(shop.notifications.sent)}")
+    print(
+        f"  order latency  p50 {percentile(latencies, 0.5) * 1000:.0f} ms, "
+        f"p99 {percentile(latencies, 0.99) * 1000:.0f} ms"
+    )
 
 
-@orders.respond("order.get")
-async def get_order(req: GetOrder) -> Order:
-    try:
-        return placed[req.order_id]
-    except KeyError:
-        raise LookupError(f"no order {req.order_id!r}") from None
-
-
-async def main(url: str | None) -> None:
-    async with bus.Bus(url, services=[orders]) as b:
-        print(f"bus: {b!r}")
-        for order_id, total in [("o-1", 990), ("o-flaky", 1500), ("o-broken", 200), ("o-0", 0)]:
-            await b.publish("order.placed", OrderPlaced(order_id, total), key=order_id)
-        print("published 4 orders")
-
-        with anyio.fail_after(10):
-            while len(calls) < 4 or calls.get("o-flaky", 0) < 3 or calls.get("o-broken", 0) < 3:
-                await anyio.sleep(0.01)
-            letters: list[bus.DeadLetter] = []
-            while len(letters) < 2:
-                letters = [d async for d in b.dead_letters("order.placed", group="orders")]
-                await anyio.sleep(0.01)
-
-        order = await b.request("order.get", GetOrder("o-1"), response=Order, timeout=5.0)
-        print(f"request order.get o-1 -> {order}")
-        print(f"o-flaky succeeded on attempt {calls['o-flaky']} after two retries")
-        try:
-            await b.request("order.get", GetOrder("o-missing"), response=Order, timeout=5.0)
-        except bus.RemoteError as exc:
-            print(f"request order.get o-missing -> RemoteError: {exc}")
-
-        for letter in letters:
-            h = letter.headers
+async def main(args: argparse.Namespace) -> int:
+    cfg = demo_config(args)
+    counters = BusCounters.install()
+    shop = Shop(cfg, seed=args.seed)
+    async with shop.bus() as b, serving(cfg, port=args.port) as base_url:
+        print(f"shop on {b!r}\ngateway on {base_url} (X-API-Key: {cfg.api_key})")
+        print("bad input:")
+        await show_bad_input(base_url, cfg.api_key)
+        started = time.perf_counter()
+        outcomes = await run_load(
+            base_url,
+            cfg.api_key,
+            orders=args.orders,
+            concurrency=args.concurrency,
+            declined=args.declined,
+            scarce=SCARCE,
+            seed=args.seed,
+        )
+        summarize(shop, outcomes, time.perf_counter() - started, counters)
+        letters = await dead_letters(b, shop)
+        stuck = [out for out in outcomes if not out.final]
+        consistent = stock_adds_up(shop, outcomes)
+        print(f"  dead letters   {letters}")
+        print(f"  not final      {len(stuck)}")
+        print(f"  stock adds up  {'yes' if consistent else 'NO'}: {shop.inventory.stock}")
+        if args.serve:
+            print(f"\nserving until Ctrl-C; try:\n  curl {base_url}/health")
             print(
-                f"dead letter {letter.body.decode()}: reason={letter.reason} "
-                f"attempts={letter.attempts} error={h['bus-dlq-exception-type']}: "
-                f"{h['bus-dlq-exception-message']}"
+                f"  curl -H 'X-API-Key: {cfg.api_key}' -d '{{\"customer\": \"me@example.com\", "
+                f'"card": "4242424242424242", "lines": [{{"sku": "widget", "quantity": 1}}]}}\' '
+                f"{base_url}/orders"
             )
-    print("demo done")
+            await anyio.sleep_forever()
+    return 0 if not stuck and consistent else 1
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default=None, help="broker URL (default $BUS_URL or memory://)")
+    parser.add_argument("--style", choices=STYLES, default=None, help="default $SHOP_STYLE")
+    parser.add_argument("--orders", type=int, default=300)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--flaky", type=float, default=0.2, help="share of charges that fail")
+    parser.add_argument("--declined", type=float, default=0.1, help="share of declined cards")
+    parser.add_argument("--scarce-stock", type=int, default=10, help=f"units of {SCARCE}")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--port", type=int, default=0, help="gateway port (default: a free one)")
+    parser.add_argument("--serve", action="store_true", help="keep serving after the load")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    anyio.run(main, args.url)
+    try:
+        sys.exit(anyio.run(main, args))
+    except KeyboardInterrupt:
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,51 @@
+"""Serving the gateway with uvicorn inside a running event loop, on a port of the
+caller's choice or a free one."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import AsyncIterator
+
+import anyio
+import uvicorn
+
+from services.config import Config
+from services.gateway.app import create_app
+
+START_DEADLINE = 30.0
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    cfg: Config | None = None, *, host: str = "127.0.0.1", port: int = 0
+) -> AsyncIterator[str]:
+    """Serve the gateway for ``cfg`` while the block runs; yield its base URL.
+
+    ``port=0`` takes a free one. The app's bus opens before the URL is yielded and
+    closes gracefully after the block."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound = sock.getsockname()[1]
+    config = uvicorn.Config(
+        create_app(cfg), log_level="warning", access_log=False, lifespan="on", loop="none"
+    )
+    server = uvicorn.Server(config)
+    with sock:
+        async with anyio.create_task_group() as tg:
+
+            async def serve() -> None:
+                await server.serve([sock])
+                tg.cancel_scope.cancel()  # it stopped by itself (a signal): end the block
+
+            tg.start_soon(serve)
+            with anyio.fail_after(START_DEADLINE):
+                while not server.started:
+                    if server.should_exit:
+                        raise RuntimeError("the gateway failed to start; see its log")
+                    await anyio.sleep(0.01)
+            try:
+                yield f"http://{host}:{bound}"
+            finally:
+                server.should_exit = True

@@ -1,0 +1,80 @@
+"""payments: charges cards and refunds them, in front of a pretend payment provider.
+
+Fault injection, from configuration: a share (``SHOP_PAYMENT_FLAKY``) of charge attempts
+fail with ``TransientPaymentError``, which the bus retries; cards in
+``SHOP_DECLINED_CARDS`` are declined, a business outcome that is never retried. A charge
+still failing transiently on its last attempt counts as declined ("payment provider
+unavailable"), so the order fails cleanly instead of waiting in a dead-letter queue.
+
+Stateless (the provider is keyed by order id, as real ones take an idempotency key), so
+a deployment may run as many payments instances as it likes.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+
+import bus
+from services import contracts as c
+from services.config import Config
+
+log = logging.getLogger("services.payments")
+UNAVAILABLE = "payment provider unavailable"
+
+
+class Payments:
+    """The pretend provider and the ``bus.Service`` (``.service``) in front of it."""
+
+    def __init__(self, cfg: Config, *, seed: int | None = None) -> None:
+        self.cfg = cfg
+        self.random = random.Random(seed)
+        self.counts: Counter[str] = Counter()  # this process's charges, by outcome
+        self.service = bus.Service("payments")
+        t = cfg.topic
+        if cfg.style == "choreography":
+            self.service.subscribe(t(c.STOCK_RESERVED), retry=cfg.retry())(self.on_reserved)
+        else:
+            self.service.respond(t(c.PAYMENT_CHARGE), concurrency=64)(self.on_charge)
+            self.service.respond(t(c.PAYMENT_REFUND), concurrency=64)(self.on_refund)
+
+    def charge(self, order_id: str, card: str, total_cents: int) -> c.ChargeResult:
+        """Ask the provider; raises TransientPaymentError for an injected fault."""
+        if self.random.random() < self.cfg.payment_flaky:
+            self.counts["transient"] += 1
+            raise c.TransientPaymentError(f"provider timed out charging order {order_id}")
+        if card in self.cfg.declined_cards:
+            self.counts["declined"] += 1
+            return c.ChargeResult(order_id, approved=False, reason="card declined")
+        self.counts["approved"] += 1
+        log.info("order %s: charged %d cents", order_id, total_cents)
+        return c.ChargeResult(order_id, approved=True)
+
+    async def on_reserved(self, event: c.StockReserved, ctx: bus.Context) -> None:
+        try:
+            result = self.charge(event.order_id, event.card, event.total_cents)
+        except c.TransientPaymentError:
+            if ctx.attempt < self.cfg.attempts:
+                raise  # the bus retries it after a backoff
+            self.counts["gave up"] += 1
+            result = c.ChargeResult(event.order_id, approved=False, reason=UNAVAILABLE)
+        t = self.cfg.topic
+        if result.approved:
+            paid = c.PaymentCompleted(event.order_id, event.total_cents)
+            await ctx.publish(t(c.PAYMENT_COMPLETED), paid, key=event.order_id)
+        else:
+            failed = c.StepFailed(event.order_id, result.reason)
+            await ctx.publish(t(c.PAYMENT_FAILED), failed, key=event.order_id)
+
+    async def on_charge(self, req: c.Charge) -> c.ChargeResult:
+        return self.charge(req.order_id, req.card, req.total_cents)
+
+    async def on_refund(self, req: c.Refund) -> c.Refunded:
+        self.counts["refunded"] += 1
+        log.info("order %s: refunded %d cents (if it was charged)", req.order_id, req.total_cents)
+        return c.Refunded(req.order_id)
+
+
+payments = Payments(Config.from_env())
+service = payments.service
