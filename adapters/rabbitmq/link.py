@@ -8,6 +8,7 @@ channel died and re-opens it, replaying its own declarations and consumers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -38,6 +39,7 @@ class Link:
         self._closing = False
         self._reconnect: asyncio.Task[None] | None = None
         self._opened = False
+        self._again = False
 
     @property
     def closing(self) -> bool:
@@ -90,29 +92,42 @@ class Link:
         self._conn = conn
         self._ready.set()
 
-    def _on_close(self, _sender: Any, exc: BaseException | None = None) -> None:
-        if self._closing or (self._reconnect is not None and not self._reconnect.done()):
-            return
+    def _on_close(self, sender: Any, exc: BaseException | None = None) -> None:
+        if self._closing or sender is not self._conn:
+            return  # closed by us, or an old connection's late notice
         self._ready.clear()
         log.warning("lost the connection to %s (%s); reconnecting", self.config.redacted, exc)
+        if self._reconnect is not None and not self._reconnect.done():
+            self._again = True  # lost again just as the reconnect finished
+            return
         self._reconnect = asyncio.get_running_loop().create_task(self._reconnect_loop())
 
     async def _reconnect_loop(self) -> None:
-        retrying = tenacity.AsyncRetrying(
-            wait=tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.1),
-            retry=tenacity.retry_if_exception_type(Exception),
-            before_sleep=self._log_attempt,
-            reraise=True,
-        )
-        async for attempt in retrying:
-            with attempt:
-                conn = await aio_pika.connect(self.config.amqp_url, timeout=FIRST_CONNECT_TIMEOUT)
-                try:
-                    await self._adopt(conn)
-                except BaseException:
-                    await conn.close()
-                    raise
-        log.warning("reconnected to %s", self.config.redacted)
+        old, self._conn = self._conn, None
+        if old is not None:
+            with contextlib.suppress(Exception):  # free what the dead connection held
+                await old.close()
+        self._again = True
+        while self._again and not self._closing:
+            self._again = False
+            retrying = tenacity.AsyncRetrying(
+                wait=tenacity.wait_exponential(multiplier=0.1, max=5.0)
+                + tenacity.wait_random(0, 0.1),
+                retry=tenacity.retry_if_exception_type(Exception),
+                before_sleep=self._log_attempt,
+                reraise=True,
+            )
+            async for attempt in retrying:
+                with attempt:
+                    conn = await aio_pika.connect(
+                        self.config.amqp_url, timeout=FIRST_CONNECT_TIMEOUT
+                    )
+                    try:
+                        await self._adopt(conn)
+                    except BaseException:
+                        await conn.close()
+                        raise
+            log.warning("reconnected to %s", self.config.redacted)
 
     def _log_attempt(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
@@ -214,9 +229,14 @@ class ChannelKeeper:
                 retry=tenacity.retry_if_exception(self._should_retry),
                 reraise=True,
             )
-            async for attempt in retrying:
-                with attempt:
-                    await self._open()
+            try:
+                async for attempt in retrying:
+                    with attempt:
+                        await self._open()
+            except Exception:
+                if self._closed or self._link.closing:
+                    return
+                raise
 
     def _should_retry(self, exc: BaseException) -> bool:
         if self._closed or self._link.closing:
