@@ -184,7 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--url", default=None, help="broker URL (default: $BUS_URL or memory://)")
     parser.add_argument("--log-format", choices=["text", "json"], default="text")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument(
+        "--log-level", default=None, help="default: INFO for run, WARNING otherwise"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run services until SIGTERM or SIGINT")
@@ -235,7 +237,12 @@ def main(argv: list[str] | None = None) -> int:
     handler.addFilter(MessageFilter())
     if args.log_format == "json":
         handler.setFormatter(JsonFormatter())
-    logging.basicConfig(level=args.log_level.upper(), handlers=[handler])
+    level = args.log_level or ("INFO" if args.command == "run" else "WARNING")
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    if logging.getLogger().level > logging.DEBUG:
+        # Drivers log what the adapters already translate into one clear bus error.
+        for name in ("aiormq", "aio_pika", "aiokafka"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         anyio.run(args.func, args)
     except BusError as exc:

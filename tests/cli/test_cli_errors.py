@@ -21,9 +21,9 @@ def run(*args: str) -> subprocess.CompletedProcess[str]:
     ("args", "expected"),
     [
         (["run", "no_such_module:svc"], "cannot import module 'no_such_module'"),
-        (["run", "services.demo"], "MODULE:ATTRIBUTE"),
-        (["run", "services.demo:nothing"], "has no attribute 'nothing'"),
-        (["run", "services.demo:main"], "is not a bus.Service"),
+        (["run", "tests.cli.app"], "MODULE:ATTRIBUTE"),
+        (["run", "tests.cli.app:nothing"], "has no attribute 'nothing'"),
+        (["run", "tests.cli.app:TOPIC"], "is not a bus.Service"),
         (["--url", "nope://x", "publish", "t", "{}"], "unknown broker URL scheme 'nope'"),
         (["--url", "amqp//x", "publish", "t", "{}"], "expected scheme://"),
         (["publish", "t", "{not json"], "not valid JSON"),
@@ -45,7 +45,7 @@ def test_publish_prints_the_message_id() -> None:
 
 def test_run_closes_gracefully_on_sigterm() -> None:
     proc = subprocess.Popen(
-        [*BUS, "run", "services.demo:orders", "--url", "memory://cli"],
+        [*BUS, "run", "tests.cli.app:service", "--url", "memory://cli"],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -54,7 +54,7 @@ def test_run_closes_gracefully_on_sigterm() -> None:
         assert proc.stderr is not None
         deadline = time.monotonic() + 30
         line = ""
-        while "running orders" not in line:
+        while "running cli-worker" not in line:
             assert time.monotonic() < deadline, "bus run did not start"
             line = proc.stderr.readline()
         proc.send_signal(signal.SIGTERM)
