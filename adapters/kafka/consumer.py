@@ -1,0 +1,270 @@
+"""One member of a consumer group on a topic and on its group's retry topic.
+
+A fetch loop reads ahead (up to ``read_ahead`` records) into a ready queue; records from
+the retry topic wait on a timer until they are due. ``__anext__`` hands records out in
+the order read, so one partition's records go out in offset order. Offsets are committed
+per partition up to the first record not yet settled (see offsets.py): periodically, on
+revocation and on close. On revocation the partition's unread records are dropped and
+the rebalance waits until its handed-out records are settled (the rest of the group
+waits too, up to the broker's rebalance timeout), so no two members handle one record at
+once; closing ends that wait and leaves what is unsettled to the next owner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import ConsumerStoppedError, KafkaError
+
+from adapters.kafka.config import KafkaConfig
+from adapters.kafka.convert import from_record
+from adapters.kafka.delivery import KafkaDelivery
+from adapters.kafka.offsets import PartitionOffsets
+from bus.message import Message
+
+log = logging.getLogger("bus.kafka")
+
+Item = tuple[TopicPartition, int, int, Message]  # partition, epoch, offset, message
+Resend = Callable[[Message, float | None], Awaitable[None]]
+"""Produce a copy: to the retry topic due in ``delay`` seconds, or (None) to the DLQ."""
+
+
+class KafkaConsumer:
+    """bus.transport.Consumer for one group member (see the module)."""
+
+    def __init__(
+        self,
+        config: KafkaConfig,
+        topics: list[str],
+        group: str,
+        resend: Resend,
+        on_close: Callable[[KafkaConsumer], None],
+    ) -> None:
+        self._config = config
+        self._topics = topics
+        self.group = group
+        self.resend = resend
+        self._on_close = on_close
+        self._client = AIOKafkaConsumer(
+            **config.client_options(),
+            group_id=group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            fetch_max_wait_ms=config.fetch_max_wait_ms,
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+            max_poll_interval_ms=config.max_poll_interval_ms,
+        )
+        self._ready: deque[Item] = deque()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._timers: dict[TopicPartition, dict[int, asyncio.TimerHandle]] = {}
+        self._waiting = 0  # records on timers
+        self._assigned: set[TopicPartition] = set()  # records of these are handed out
+        self._epochs: dict[TopicPartition, int] = {}
+        self._offsets: dict[TopicPartition, PartitionOffsets] = {}
+        self._held: dict[TopicPartition, int] = {}  # handed out, not settled
+        self._committed: dict[TopicPartition, int] = {}
+        self._settled = asyncio.Event()
+        self._epoch = 0
+        self._dirty = False
+        self._closed = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self.assigned = asyncio.Event()
+        """Set once this member was first given partitions (tests wait on it)."""
+
+    async def start(self) -> None:
+        await self._client.start()
+        self._client.subscribe(self._topics, listener=_Listener(self))
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._fetch()), loop.create_task(self._commit_loop())]
+
+    # -- handing out ---------------------------------------------------------------
+
+    def __aiter__(self) -> KafkaConsumer:
+        return self
+
+    async def __anext__(self) -> KafkaDelivery:
+        while True:
+            ready = self._ready
+            while ready:
+                tp, epoch, offset, message = ready.popleft()
+                if self._epochs.get(tp) != epoch:
+                    continue
+                self._held[tp] += 1
+                self._room.set()
+                return KafkaDelivery(self, tp, epoch, offset, message)
+            if self._closed:
+                raise StopAsyncIteration
+            self._wake.clear()
+            await self._wake.wait()
+
+    def settle(self, tp: TopicPartition, epoch: int, offset: int) -> None:
+        """A handed-out record is done with (acked, retried or dead-lettered)."""
+        if self._epochs.get(tp) != epoch:
+            return  # revoked meanwhile: its next owner gets it again
+        self._offsets[tp].settle(offset)
+        self._held[tp] -= 1
+        self._dirty = True
+        if self._held[tp] == 0:
+            self._settled.set()
+
+    # -- reading -------------------------------------------------------------------
+
+    async def _fetch(self) -> None:
+        limit = self._config.read_ahead
+        backoff = 0.05
+        while not self._closed:
+            room = limit - len(self._ready) - self._waiting
+            if room <= 0:
+                self._room.clear()
+                await self._room.wait()
+                continue
+            try:
+                batches = await self._client.getmany(timeout_ms=1000, max_records=room)
+            except ConsumerStoppedError:
+                return
+            except KafkaError as exc:
+                log.warning("fetch from %s failed, retrying: %s", self._topics[0], exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.05
+            if batches:
+                self._accept(batches)
+
+    def _accept(self, batches: dict[TopicPartition, list[object]]) -> None:
+        now_ms = time.time() * 1000
+        loop = asyncio.get_running_loop()
+        for tp, records in batches.items():
+            if tp not in self._assigned:
+                continue
+            epoch, offsets = self._epochs[tp], self._offsets[tp]
+            for record in records:
+                offset: int = record.offset  # type: ignore[attr-defined]
+                try:
+                    offsets.take(offset)
+                except ValueError:  # the position went back (a reset): start afresh
+                    offsets = self._offsets[tp] = PartitionOffsets()
+                    offsets.take(offset)
+                message, due = from_record(record)
+                item = (tp, epoch, offset, message)
+                if due is not None and due > now_ms:
+                    delay = (due - now_ms) / 1000 + 0.001
+                    handle = loop.call_later(delay, self._release, item)
+                    self._timers.setdefault(tp, {})[offset] = handle
+                    self._waiting += 1
+                else:
+                    self._ready.append(item)
+        if self._ready:
+            self._wake.set()
+
+    def _release(self, item: Item) -> None:
+        """A retry record is due: hand it out next."""
+        self._waiting -= 1
+        self._timers.get(item[0], {}).pop(item[2], None)
+        self._ready.append(item)
+        self._wake.set()
+
+    # -- committing ----------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        interval = self._config.commit_interval_ms / 1000
+        while not self._closed:
+            await asyncio.sleep(interval)
+            if self._dirty:
+                await self.commit(set(self._assigned))
+
+    async def commit(self, partitions: set[TopicPartition]) -> None:
+        """Commit, for each of ``partitions``, the offset below which all is settled."""
+        self._dirty = False
+        offsets: dict[TopicPartition, int] = {}
+        for tp in partitions:
+            tracker = self._offsets.get(tp)
+            position = tracker.position if tracker is not None else None
+            if position is not None and position > self._committed.get(tp, -1):
+                offsets[tp] = position
+        if not offsets:
+            return
+        try:
+            await self._client.commit(offsets)
+        except KafkaError as exc:  # a rebalance in progress; next time, or the next owner
+            self._dirty = True
+            log.debug("commit on %s deferred: %s", self._topics[0], exc)
+            return
+        for tp, position in offsets.items():
+            if position > self._committed.get(tp, -1):
+                self._committed[tp] = position
+
+    # -- rebalancing ---------------------------------------------------------------
+
+    async def revoked(self, partitions: set[TopicPartition]) -> None:
+        gone = partitions & self._assigned
+        self._assigned -= gone
+        self._ready = deque(item for item in self._ready if item[0] not in gone)
+        for tp in gone:
+            for handle in self._timers.pop(tp, {}).values():
+                handle.cancel()
+                self._waiting -= 1
+        self._room.set()
+        while not self._closed and any(self._held.get(tp, 0) for tp in gone):
+            self._settled.clear()
+            await self._settled.wait()
+        await self.commit(gone)
+        for tp in gone:
+            self._epochs.pop(tp, None)
+            self._offsets.pop(tp, None)
+            self._held.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def assigned_now(self, partitions: set[TopicPartition]) -> None:
+        for tp in partitions - self._assigned:
+            self._epoch += 1
+            self._epochs[tp] = self._epoch
+            self._offsets[tp] = PartitionOffsets()
+            self._held[tp] = 0
+            self._assigned.add(tp)
+        self.assigned.set()
+
+    # -- closing -------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop consuming; commit what is settled; the rest goes to other members."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake.set()
+        self._settled.set()
+        self._room.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for timers in self._timers.values():
+            for handle in timers.values():
+                handle.cancel()
+        self._timers.clear()
+        try:
+            await self.commit(set(self._assigned))
+        finally:
+            self._epochs.clear()
+            self._on_close(self)
+            await self._client.stop()
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, consumer: KafkaConsumer) -> None:
+        self._consumer = consumer
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._consumer.revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self._consumer.assigned_now(set(assigned))

@@ -1,0 +1,66 @@
+"""One record handed to one handler; settling is idempotent."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from aiokafka import TopicPartition
+
+from bus.message import Message
+
+if TYPE_CHECKING:
+    from adapters.kafka.consumer import KafkaConsumer
+
+
+class KafkaDelivery:
+    """bus.transport.Delivery for a Kafka record.
+
+    ``redeliveries`` is always 0: Kafka does not count how often a record was read.
+    """
+
+    __slots__ = ("_consumer", "_epoch", "_offset", "_settled", "_tp", "message", "redeliveries")
+
+    def __init__(
+        self,
+        consumer: KafkaConsumer,
+        tp: TopicPartition,
+        epoch: int,
+        offset: int,
+        message: Message,
+    ) -> None:
+        self.message = message
+        self.redeliveries = 0
+        self._consumer = consumer
+        self._tp = tp
+        self._epoch = epoch
+        self._offset = offset
+        self._settled = False
+
+    async def ack(self) -> None:
+        if not self._settled:
+            self._settled = True
+            self._consumer.settle(self._tp, self._epoch, self._offset)
+
+    async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
+        await self._resend(dict(headers), max(0.0, delay))
+
+    async def dead_letter(self, headers: Mapping[str, str]) -> None:
+        await self._resend(dict(headers), None)
+
+    async def _resend(self, headers: dict[str, str], delay: float | None) -> None:
+        if self._settled:
+            return
+        self._settled = True  # a second call meanwhile must not send a second copy
+        try:
+            await self._consumer.resend(self.message.with_headers(headers), delay)
+        except BaseException:
+            self._settled = False  # not settled: left for redelivery
+            raise
+        self._consumer.settle(self._tp, self._epoch, self._offset)
+
+
+def due_ms(delay: float) -> int:
+    """When a copy retried ``delay`` seconds from now is due, in epoch ms (rounded up)."""
+    return int((time.time() + delay) * 1000) + 1

@@ -1,0 +1,90 @@
+"""A requester's inbox: a one-partition topic ``bus.inbox.<hex>`` read with no group.
+
+The topic is new, so reading it from the beginning sees every reply sent to it. It is
+left on the broker when the inbox closes (deleting it would race with late replies,
+which would re-create it on brokers that create topics on demand); replies sent to a
+closed inbox are simply never read. Clean up with ``kafka-topics --delete`` on the
+``bus.inbox.`` prefix, or give the broker a retention for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import ConsumerStoppedError, KafkaError
+
+from adapters.kafka.config import KafkaConfig
+from adapters.kafka.convert import from_record
+from bus.message import Message
+
+log = logging.getLogger("bus.kafka")
+
+INBOX_PREFIX = "bus.inbox."
+
+
+def new_address() -> str:
+    return f"{INBOX_PREFIX}{uuid.uuid4().hex}"
+
+
+class KafkaInbox:
+    """bus.transport.Inbox on its own reply topic."""
+
+    def __init__(self, config: KafkaConfig, address: str) -> None:
+        self.address = address
+        self._tp = TopicPartition(address, 0)
+        self._client = AIOKafkaConsumer(
+            **config.client_options(),
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=config.fetch_max_wait_ms,
+        )
+        self._replies: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self._closed = False
+
+    async def start(self) -> None:
+        await self._client.start()
+        self._client.assign([self._tp])
+        await self._client.seek_to_beginning(self._tp)
+        self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        while True:
+            try:
+                batches = await self._client.getmany(self._tp, timeout_ms=1000)
+            except ConsumerStoppedError:
+                return
+            except KafkaError as exc:
+                log.warning("reading inbox %s failed, retrying: %s", self.address, exc)
+                await asyncio.sleep(0.1)
+                continue
+            for records in batches.values():
+                for record in records:
+                    self._replies.put_nowait(from_record(record)[0])
+
+    def __aiter__(self) -> KafkaInbox:
+        return self
+
+    async def __anext__(self) -> Message:
+        if self._closed and self._replies.empty():
+            raise StopAsyncIteration
+        reply = await self._replies.get()
+        if reply is None:
+            self._replies.put_nowait(None)  # wake any other reader too
+            raise StopAsyncIteration
+        return reply
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._replies.put_nowait(None)
+        await self._client.stop()

@@ -1,0 +1,71 @@
+"""The one producer of a transport: acks=all, idempotent where the broker allows it.
+
+Every send is awaited until the broker holds the record; failures become PublishError.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError, KafkaError
+
+from adapters.kafka.config import KafkaConfig
+from adapters.kafka.convert import Headers
+from bus.errors import ConnectionLost, PublishError
+
+log = logging.getLogger("bus.kafka")
+
+MAX_REQUEST_SIZE = 2 * 1024 * 1024  # the core caps bodies at max_message_size (1 MiB)
+
+
+class Producer:
+    def __init__(self, config: KafkaConfig) -> None:
+        self._config = config
+        self._producer: AIOKafkaProducer | None = None
+        self.idempotent = False
+
+    def _new(self, idempotent: bool) -> AIOKafkaProducer:
+        return AIOKafkaProducer(
+            **self._config.client_options(),
+            acks="all",
+            enable_idempotence=idempotent,
+            max_request_size=MAX_REQUEST_SIZE,
+            request_timeout_ms=30000,
+        )
+
+    async def start(self) -> None:
+        producer = self._new(idempotent=True)
+        try:
+            await producer.start()
+            self.idempotent = True
+        except KafkaConnectionError as exc:
+            await producer.stop()
+            raise ConnectionLost(f"cannot connect to {self._config.redacted}: {exc}") from None
+        except KafkaError as exc:
+            # The broker refused InitProducerId (tansu does): plain acks=all it is.
+            await producer.stop()
+            log.info("idempotent producer refused by %s (%s)", self._config.redacted, exc)
+            producer = self._new(idempotent=False)
+            try:
+                await producer.start()
+            except KafkaError as exc2:
+                await producer.stop()
+                raise ConnectionLost(f"cannot connect to {self._config.redacted}: {exc2}") from None
+        self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    async def send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
+        """Return once the broker holds the record (acks=all)."""
+        producer = self._producer
+        if producer is None:
+            raise PublishError(f"not connected: cannot publish to {topic!r}")
+        try:
+            future = await producer.send(topic, value, key=key, headers=headers)
+            await future
+        except KafkaError as exc:
+            raise PublishError(f"the broker did not take a message for {topic!r}: {exc}") from exc

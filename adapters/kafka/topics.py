@@ -1,0 +1,93 @@
+"""Topic names and on-demand creation through the admin client.
+
+Per group on a topic the adapter keeps two topics of its own: ``<topic>.<group>.retry``
+(delayed redeliveries, consumed by that group alone) and ``<topic>.<group>.dlq`` (dead
+letters, one partition so browsing is oldest first). A requester's replies arrive on
+``bus.inbox.<hex>``; see inbox.py.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError
+
+from adapters.kafka.config import KafkaConfig
+from bus.errors import ConfigError, ConnectionLost
+
+log = logging.getLogger("bus.kafka")
+
+_EXISTS = 36
+_INVALID = {17: "invalid topic name", 37: "invalid partition count", 38: "replication factor"}
+_ERRORS_BEFORE_GIVING_UP = 5
+
+
+def retry_topic(topic: str, group: str) -> str:
+    return f"{topic}.{group}.retry"
+
+
+def dead_letter_topic(topic: str, group: str) -> str:
+    return f"{topic}.{group}.dlq"
+
+
+def replay_group(group: str) -> str:
+    """The consumer group whose committed offset on a DLQ marks what was replayed."""
+    return f"{group}.dlq-replay"
+
+
+class Topics:
+    """Creates topics once per process, idempotently (an existing topic is fine)."""
+
+    def __init__(self, config: KafkaConfig) -> None:
+        self._config = config
+        self._admin: AIOKafkaAdminClient | None = None
+        self._known: set[str] = set()
+        self._lock = anyio.Lock()
+
+    async def start(self) -> None:
+        self._admin = AIOKafkaAdminClient(**self._config.client_options(), request_timeout_ms=30000)
+        await self._admin.start()
+
+    async def close(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+
+    def known(self, topic: str) -> bool:
+        return topic in self._known
+
+    async def ensure(self, topics: dict[str, int]) -> None:
+        """Create each topic (name -> partitions) that this process has not seen yet."""
+        wanted = {name: n for name, n in topics.items() if name not in self._known}
+        if not wanted:
+            return
+        async with self._lock:
+            wanted = {name: n for name, n in wanted.items() if name not in self._known}
+            if wanted:
+                await self._create(wanted)
+                self._known.update(wanted)
+
+    async def _create(self, wanted: dict[str, int]) -> None:
+        if self._admin is None:
+            raise ConnectionLost(f"not connected to {self._config.redacted}")
+        rf = self._config.replication_factor
+        new = [NewTopic(name, n, rf) for name, n in wanted.items()]
+        for attempt in range(_ERRORS_BEFORE_GIVING_UP):
+            try:
+                response = await self._admin.create_topics(new)
+                break
+            except KafkaError as exc:
+                if attempt + 1 == _ERRORS_BEFORE_GIVING_UP:
+                    raise ConnectionLost(
+                        f"cannot create topics {sorted(wanted)} on {self._config.redacted}: {exc}"
+                    ) from None
+                await anyio.sleep(0.1 * 2**attempt)
+        for name, code, *rest in response.topic_errors:
+            if code in (0, _EXISTS):
+                continue
+            detail = rest[0] if rest else ""
+            if code in _INVALID:
+                raise ConfigError(f"cannot create topic {name!r} ({_INVALID[code]}): {detail}")
+            raise ConnectionLost(f"cannot create topic {name!r}: error {code} {detail}")

@@ -1,0 +1,140 @@
+"""KafkaTransport: bus.transport.Transport on Kafka (or a Kafka-protocol broker) via aiokafka.
+
+Topic = topic, group = consumer group, key = record key (so order per key holds by
+partition). Every group on a topic also has a retry topic and a dead-letter topic of
+its own (topics.py). aiokafka reconnects by itself with backoff; a first connect that
+fails raises ConnectionLost naming the (redacted) URL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from adapters.kafka import dlq, topics
+from adapters.kafka.config import parse
+from adapters.kafka.consumer import KafkaConsumer
+from adapters.kafka.convert import DUE, from_record, to_record
+from adapters.kafka.delivery import due_ms
+from adapters.kafka.inbox import KafkaInbox, new_address
+from adapters.kafka.producer import Producer
+from bus.errors import ConnectionLost
+from bus.message import Message
+from bus.transport import Capabilities
+
+log = logging.getLogger("bus.kafka")
+
+
+class KafkaTransport:
+    """A connection to one Kafka cluster named by a kafka:// or kafka+ssl:// URL."""
+
+    capabilities = Capabilities(
+        ordered_per_key=True,  # a key maps to one partition, handed out in offset order
+        persistent=True,  # Kafka's log (tansu's default memory:// storage is not)
+        replays_old_messages=True,  # a new group starts at the earliest offset
+        counts_redeliveries=False,  # Kafka does not count reads of a record
+    )
+
+    def __init__(self, url: str) -> None:
+        self.config = parse(url)
+        self._topics = topics.Topics(self.config)
+        self._producer = Producer(self.config)
+        self._consumers: set[KafkaConsumer] = set()
+        self._inboxes: dict[str, KafkaInbox] = {}
+        # Dead letters are sent one at a time, so each is a record batch of its own: tansu
+        # reports a partition's end offset as one past the start of its last batch, and
+        # browsing stops at the end offset.
+        self._dlq_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"KafkaTransport({self.config.redacted!r})"
+
+    async def connect(self) -> None:
+        await self._producer.start()
+        try:
+            await self._topics.start()
+        except Exception as exc:
+            await self._producer.stop()
+            raise ConnectionLost(f"cannot connect to {self.config.redacted}: {exc}") from None
+
+    async def close(self) -> None:
+        for inbox in list(self._inboxes.values()):
+            await inbox.close()
+        for consumer in list(self._consumers):
+            await consumer.close()
+        await self._producer.stop()
+        await self._topics.close()
+
+    async def publish(self, topic: str, message: Message) -> None:
+        if not self._topics.known(topic):
+            await self._topics.ensure({topic: self.config.partitions})
+        key, headers = to_record(message)
+        await self._producer.send(topic, message.body, key, headers)
+
+    async def consume(self, topic: str, group: str, *, prefetch: int) -> KafkaConsumer:
+        retry = topics.retry_topic(topic, group)
+        dlq_topic = topics.dead_letter_topic(topic, group)
+        parts = self.config.partitions
+        await self._topics.ensure({topic: parts, retry: parts, dlq_topic: 1})
+
+        async def resend(message: Message, delay: float | None) -> None:
+            if delay is None:
+                key, headers = to_record(message)
+                async with self._dlq_lock:
+                    await self._producer.send(dlq_topic, message.body, key, headers)
+            else:
+                key, headers = to_record(message, [(DUE, str(due_ms(delay)).encode())])
+                await self._producer.send(retry, message.body, key, headers)
+
+        members = self._consumers
+        consumer = KafkaConsumer(self.config, [topic, retry], group, resend, members.discard)
+        try:
+            await consumer.start()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await consumer.close()
+            raise ConnectionLost(
+                f"cannot consume {topic!r} on {self.config.redacted}: {exc}"
+            ) from None
+        self._consumers.add(consumer)
+        return consumer
+
+    async def open_inbox(self) -> KafkaInbox:
+        address = new_address()
+        await self._topics.ensure({address: 1})
+        inbox = KafkaInbox(self.config, address)
+        await inbox.start()
+        self._inboxes[address] = inbox
+        return inbox
+
+    async def send(self, address: str, message: Message) -> None:
+        key, headers = to_record(message)
+        await self._producer.send(address, message.body, key, headers)
+
+    async def dead_letters(self, topic: str, group: str) -> AsyncIterator[Message]:
+        name = topics.dead_letter_topic(topic, group)
+        await self._topics.ensure({name: 1})
+        records = dlq.unreplayed(self.config, name, topics.replay_group(group))
+        async with contextlib.aclosing(records):  # type: ignore[type-var]
+            async for record in records:
+                yield from_record(record)[0]
+
+    async def replay(self, topic: str, group: str) -> int:
+        """Copy every unreplayed dead letter to the group's retry topic, due now."""
+        name = topics.dead_letter_topic(topic, group)
+        retry = topics.retry_topic(topic, group)
+        await self._topics.ensure({name: 1, retry: self.config.partitions})
+        now = [(DUE, str(int(time.time() * 1000)).encode())]
+        moved = 0
+        records = dlq.replayed(self.config, name, topics.replay_group(group))
+        async with contextlib.aclosing(records):  # type: ignore[type-var]
+            async for record in records:
+                message = from_record(record)[0]
+                key, headers = to_record(message, now)
+                await self._producer.send(retry, message.body, key, headers)
+                moved += 1
+        log.info("replayed %d dead letter(s) of %s to group %s", moved, topic, group)
+        return moved
