@@ -75,7 +75,7 @@ class Runner:
     async def _worker(self) -> None:
         consumer = self._consumer
         poll = getattr(consumer, "poll", None)
-        polled = 0
+        polled = failures = 0
         while not self._stopping:
             if poll is not None:
                 ready: Delivery | None = poll()
@@ -85,17 +85,30 @@ class Runner:
                     if polled % 32 == 0:  # a busy queue must not starve the event loop
                         await anyio.lowlevel.checkpoint()
                     continue
+            delivery = None
             with anyio.CancelScope() as intake:
                 self._intakes.add(intake)
                 try:
                     delivery = await consumer.__anext__()
                 except StopAsyncIteration:
                     return
+                except Exception as exc:
+                    # Adapters reconnect by themselves; one that gives up must not take the
+                    # other subscriptions down with it. Try again after a pause.
+                    failures += 1
+                    log.error(
+                        "consuming %s for group %s failed (%s: %s); retrying",
+                        self._sub.topic, self._sub.group, type_name(exc), exc,
+                        extra={"topic": self._sub.topic, "group": self._sub.group},
+                    )  # fmt: skip
+                    await anyio.sleep(min(5.0, 0.1 * 2**failures))
                 finally:
                     self._intakes.discard(intake)
             if intake.cancel_called:
                 return
-            await self._settle_safely(delivery)
+            if delivery is not None:
+                failures = 0
+                await self._settle_safely(delivery)
 
     async def _settle_safely(self, delivery: Delivery) -> None:
         try:

@@ -61,6 +61,16 @@ class Requests:
             return self._inbox
 
     async def _read(self, inbox: Inbox) -> None:
+        try:
+            await self._match_replies(inbox)
+        except Exception as exc:
+            # The next request opens a new inbox; waiting ones time out.
+            log.error("the reply inbox failed (%s: %s); a new one opens on the next request",
+                      type_name(exc), exc)  # fmt: skip
+            if self._inbox is inbox:
+                self._inbox = None
+
+    async def _match_replies(self, inbox: Inbox) -> None:
         async for reply in inbox:
             rid = reply.headers.get(REQUEST_ID) or reply.correlation_id or ""
             waiter = self._pending.pop(rid, None)
