@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 import uuid
@@ -20,7 +21,7 @@ import httpx
 
 import bus
 from services import contracts as c
-from services.config import STYLES, Config
+from services.config import STYLES, Config, Style
 from services.gateway import serving
 from services.load import Outcome, percentile, run_load
 from services.shop import Shop
@@ -29,9 +30,10 @@ from services.stats import BusCounters
 SCARCE = "limited-edition"
 
 
-def demo_config(args: argparse.Namespace) -> Config:
+def demo_config(args: argparse.Namespace, style: Style) -> Config:
     cfg = Config.from_env()
     changes: dict[str, object] = {
+        "style": style,
         "stock": {**cfg.stock, SCARCE: args.scarce_stock},
         "payment_flaky": args.flaky,
         # a run of its own, so a persistent broker's old messages never mix in
@@ -39,8 +41,6 @@ def demo_config(args: argparse.Namespace) -> Config:
     }
     if args.url:
         changes["url"] = args.url
-    if args.style:
-        changes["style"] = args.style
     return cfg.replace(**changes)
 
 
@@ -87,7 +87,7 @@ def summarize(shop: Shop, outcomes: list[Outcome], seconds: float, counters: Bus
         print(f"  {state:<10} {n}")
     for reason, n in reasons.most_common():
         print(f"    failed: {reason:<32} {n}")
-    print(f"  retries        {counters.describe('retried')}")
+    print(f"  retries        {counters.describe('retried', shop.cfg.prefix)}")
     print(f"  payments       {dict(shop.payments.counts)}")
     print(f"  notifications  {dict(shop.notifications.sent)}")
     print(
@@ -96,12 +96,12 @@ def summarize(shop: Shop, outcomes: list[Outcome], seconds: float, counters: Bus
     )
 
 
-async def main(args: argparse.Namespace) -> int:
-    cfg = demo_config(args)
-    counters = BusCounters.install()
+async def run(args: argparse.Namespace, style: Style, counters: BusCounters) -> bool:
+    """The shop in one style under load; True if every order ended and stock adds up."""
+    cfg = demo_config(args, style)
     shop = Shop(cfg, seed=args.seed)
     async with shop.bus() as b, serving(cfg, port=args.port) as base_url:
-        print(f"shop on {b!r}\ngateway on {base_url} (X-API-Key: {cfg.api_key})")
+        print(f"\n== {style}: shop on {b!r}\ngateway on {base_url} (X-API-Key: {cfg.api_key})")
         print("bad input:")
         await show_bad_input(base_url, cfg.api_key)
         started = time.perf_counter()
@@ -129,15 +129,31 @@ async def main(args: argparse.Namespace) -> int:
                 f"{base_url}/orders"
             )
             await anyio.sleep_forever()
-    return 0 if not stuck and consistent else 1
+    return not stuck and consistent
+
+
+async def main(args: argparse.Namespace) -> int:
+    counters = BusCounters.install()
+    styles: tuple[Style, ...] = STYLES
+    if args.style or os.environ.get("SHOP_STYLE"):
+        styles = (args.style or Config.from_env().style,)
+    if args.serve:
+        styles = styles[:1]
+    ok = True
+    for style in styles:
+        ok = await run(args, style, counters) and ok
+    print("\ndemo done" if ok else "\ndemo FAILED: see above")
+    return 0 if ok else 1
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--url", default=None, help="broker URL (default $BUS_URL or memory://)")
-    parser.add_argument("--style", choices=STYLES, default=None, help="default $SHOP_STYLE")
-    parser.add_argument("--orders", type=int, default=300)
-    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument(
+        "--style", choices=STYLES, default=None, help="default $SHOP_STYLE, else both in turn"
+    )
+    parser.add_argument("--orders", type=int, default=300, help="orders per style")
+    parser.add_argument("--concurrency", type=int, default=8, help="clients at once")
     parser.add_argument("--flaky", type=float, default=0.2, help="share of charges that fail")
     parser.add_argument("--declined", type=float, default=0.1, help="share of declined cards")
     parser.add_argument("--scarce-stock", type=int, default=10, help=f"units of {SCARCE}")

@@ -26,8 +26,9 @@ class BusCounters:
         metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
         return cls(reader)
 
-    def by_topic(self, name: str) -> Counter[str] | None:
-        """``bus.messages.<name>`` per topic, or None when not counting."""
+    def by_topic(self, name: str, prefix: str = "") -> Counter[str] | None:
+        """``bus.messages.<name>`` per topic (those starting with ``prefix``, which is
+        cut off), or None when not counting."""
         if self._reader is None:
             return None
         counts: Counter[str] = Counter()
@@ -39,11 +40,12 @@ class BusCounters:
                         continue
                     for point in metric.data.data_points:
                         topic = str(point.attributes.get("messaging.destination.name", "?"))
-                        counts[topic] += int(point.value)
+                        if topic.startswith(prefix):
+                            counts[topic.removeprefix(prefix)] += int(point.value)
         return counts
 
-    def describe(self, name: str) -> str:
-        counts = self.by_topic(name)
+    def describe(self, name: str, prefix: str = "") -> str:
+        counts = self.by_topic(name, prefix)
         if counts is None:
             return "n/a (install opentelemetry-sdk to count)"
         detail = ", ".join(f"{topic}: {n}" for topic, n in counts.most_common())
