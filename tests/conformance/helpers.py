@@ -9,6 +9,8 @@ from collections.abc import Callable
 import anyio
 import msgspec
 
+import bus
+
 DEADLINE = 20.0  # seconds any one condition may take on a slow shared machine
 
 
@@ -40,3 +42,15 @@ class Clock:
 
     def mark(self, label: str) -> None:
         self.times.setdefault(label, []).append(time.monotonic())
+
+
+async def letters_of(
+    b: bus.Bus, topic: str, group: str, count: int, timeout: float = DEADLINE
+) -> list[bus.DeadLetter]:
+    """The dead letters of ``group`` on ``topic`` once there are at least ``count``."""
+    with anyio.fail_after(timeout):
+        while True:
+            letters = [d async for d in b.dead_letters(topic, group=group)]
+            if len(letters) >= count:
+                return letters
+            await anyio.sleep(0.02)

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import anyio
-
 import bus
-from tests.conformance.helpers import Item, unique, wait_until
+from tests.conformance.helpers import Item, letters_of, unique, wait_until
 
 DLQ_HEADERS = {
     "bus-dlq-reason",
@@ -26,15 +24,6 @@ DLQ_HEADERS = {
 
 class LedgerError(Exception):
     pass
-
-
-async def letters_of(b: bus.Bus, topic: str, group: str, count: int) -> list[bus.DeadLetter]:
-    with anyio.fail_after(20):
-        while True:
-            letters = [d async for d in b.dead_letters(topic, group=group)]
-            if len(letters) >= count:
-                return letters
-            await anyio.sleep(0.02)
 
 
 async def test_dead_letter_headers_are_complete_and_originals_byte_identical(

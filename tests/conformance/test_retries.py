@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import time
 
-import anyio
-
 import bus
-from tests.conformance.helpers import Item, Marker, unique, wait_until
+from tests.conformance.helpers import Item, Marker, letters_of, unique, wait_until
 
 
 async def test_k_failures_give_k_plus_1_calls_and_no_retry_before_its_backoff(
@@ -27,16 +25,12 @@ async def test_k_failures_give_k_plus_1_calls_and_no_retry_before_its_backoff(
     async with bus.Bus(bus_url, services=[svc]):
         await publisher.publish(topic, Item(1))
         await wait_until(lambda: len(calls) == 4)
-        async for _ in svc_dead_letters(publisher, topic, group):
+        async for _ in publisher.dead_letters(topic, group=group):
             raise AssertionError("a message that finally succeeded was dead-lettered")
     assert [attempt for _, attempt in calls] == [1, 2, 3, 4]
     for k in range(1, 4):
         waited = calls[k][0] - calls[k - 1][0]
         assert waited >= policy.floor(k) - 0.005, f"retry {k} came after {waited:.3f}s"
-
-
-def svc_dead_letters(b: bus.Bus, topic: str, group: str):  # type: ignore[no-untyped-def]
-    return b.dead_letters(topic, group=group)
 
 
 async def test_a_waiting_retry_blocks_no_other_message(
@@ -85,7 +79,7 @@ async def test_exhausted_retries_leave_exactly_one_dead_letter_and_no_more_deliv
     async with bus.Bus(bus_url, services=[svc]):
         await publisher.publish(topic, Item(9))
         await wait_until(lambda: len(calls) == 3)
-        letters = await _letters_when(publisher, topic, group, 1)
+        letters = await letters_of(publisher, topic, group, 1)
         # The dead letter is confirmed before the original is acked: once the group has
         # moved on to a later message, no copy of the doomed one is left to deliver.
         await publisher.publish(marker_topic, Marker("after"))
@@ -95,16 +89,6 @@ async def test_exhausted_retries_leave_exactly_one_dead_letter_and_no_more_deliv
     assert letters[0].reason == "failed"
     assert letters[0].attempts == 3
     assert letters[0].exception_type == "builtins.RuntimeError"
-
-
-async def _letters_when(b: bus.Bus, topic: str, group: str, count: int) -> list[bus.DeadLetter]:
-    letters: list[bus.DeadLetter] = []
-    with anyio.fail_after(20):
-        while True:
-            letters = [d async for d in b.dead_letters(topic, group=group)]
-            if len(letters) >= count:
-                return letters
-            await anyio.sleep(0.02)
 
 
 async def test_reject_dead_letters_at_once_without_retry(
@@ -120,7 +104,7 @@ async def test_reject_dead_letters_at_once_without_retry(
 
     async with bus.Bus(bus_url, services=[svc]):
         await publisher.publish(topic, Item(-1))
-        letters = await _letters_when(publisher, topic, group, 1)
+        letters = await letters_of(publisher, topic, group, 1)
     assert calls == [-1]
     assert letters[0].reason == "rejected"
     assert letters[0].exception_message == "order total must be positive"
@@ -140,7 +124,7 @@ async def test_retry_on_narrows_what_is_retried(
 
     async with bus.Bus(bus_url, services=[svc]):
         await publisher.publish(topic, Item(1))
-        letters = await _letters_when(publisher, topic, group, 1)
+        letters = await letters_of(publisher, topic, group, 1)
     assert calls == [1]
     assert letters[0].reason == "failed"
     assert letters[0].exception_type == "builtins.KeyError"
@@ -161,7 +145,7 @@ async def test_undecodable_payload_dead_letters_without_calling_the_handler(
         await publisher.publish(topic, b'{"n": "not a number"}')
         await publisher.publish(topic, Marker("wrong schema"))
         await publisher.publish(topic, Item(5))
-        letters = await _letters_when(publisher, topic, group, 3)
+        letters = await letters_of(publisher, topic, group, 3)
         await wait_until(lambda: len(calls) == 1)
     assert calls == [Item(5)]
     assert {d.reason for d in letters} == {"undecodable"}
