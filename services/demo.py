@@ -23,7 +23,7 @@ import bus
 from services import contracts as c
 from services.config import STYLES, Config, Style
 from services.gateway import serving
-from services.load import Outcome, percentile, run_load
+from services.load import Outcome, client_for, percentile, run_load
 from services.shop import Shop
 from services.stats import BusCounters
 
@@ -47,7 +47,7 @@ def demo_config(args: argparse.Namespace, style: Style) -> Config:
 async def show_bad_input(base_url: str, api_key: str) -> None:
     """One of each mistake a client can make, and what the gateway answers."""
     body = {"customer": "x@example.com", "card": "4242424242424242", "lines": []}
-    async with httpx.AsyncClient(base_url=base_url, headers={"x-api-key": api_key}) as client:
+    async with client_for(base_url, api_key) as client:
         cases = [
             ("no API key", client.post("/orders", json=body, headers={"x-api-key": ""})),
             ("malformed JSON", client.post("/orders", content=b"{not json")),
