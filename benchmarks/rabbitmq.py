@@ -1,6 +1,6 @@
 """RabbitMQ: the bus side by side with raw aio-pika doing the same work, in one run.
 
-    .venv/bin/python -m benchmarks.rabbitmq            # the full run (~1-2 minutes)
+    .venv/bin/python -m benchmarks.rabbitmq            # the full run (~3 minutes)
     .venv/bin/python -m benchmarks.rabbitmq --quick    # a smoke run of a few seconds
 
 Cases: publish throughput (confirms, 100 in flight), consume throughput (decode into a
@@ -64,7 +64,7 @@ class Sizes:
     rounds: int
 
 
-FULL = Sizes(publish=20_000, consume=20_000, rr1=3_000, rr32=10_000, rounds=3)
+FULL = Sizes(publish=10_000, consume=10_000, rr1=2_000, rr32=5_000, rounds=5)
 QUICK = Sizes(publish=2_000, consume=2_000, rr1=200, rr32=1_000, rounds=1)
 
 
@@ -255,7 +255,7 @@ async def run(sizes: Sizes, only: str | None = None) -> list[tuple[str, float, f
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
-    parser.add_argument("--rounds", type=int, help="rounds per case (default 3, quick 1)")
+    parser.add_argument("--rounds", type=int, help="rounds per case (default 5, quick 1)")
     parser.add_argument("--only", help="run only the cases whose name contains this")
     args = parser.parse_args()
     sizes = QUICK if args.quick else FULL
