@@ -1,0 +1,46 @@
+"""The shop on every adapter: ``shop_url`` runs a test once per broker, and
+``running_shop`` starts every service and the gateway for one configuration, under a
+topic prefix of its own so tests sharing a broker never see each other's messages."""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from services.config import Config
+from services.gateway import serving
+from services.shop import Shop
+
+ADAPTERS = ["memory", "rabbitmq", "kafka"]
+
+
+@pytest.fixture(params=ADAPTERS)
+def shop_url(request: pytest.FixtureRequest) -> str:
+    url: str = request.getfixturevalue(f"{request.param}_url")
+    return url
+
+
+def shop_config(url: str, **changes: Any) -> Config:
+    """A configuration for tests: quick retries, a topic prefix of its own."""
+    defaults: dict[str, Any] = {
+        "url": url,
+        "prefix": f"shop-{uuid.uuid4().hex[:8]}.",
+        "backoff": 0.01,
+        "attempts": 4,
+        "request_timeout": 10.0,
+        "api_key": "test-key",
+    }
+    return Config(**{**defaults, **changes})
+
+
+@contextlib.asynccontextmanager
+async def running_shop(cfg: Config, *, seed: int = 7) -> AsyncIterator[tuple[Shop, str]]:
+    """Every service of ``cfg`` on one bus and the gateway; yields the shop and the
+    gateway's base URL."""
+    shop = Shop(cfg, seed=seed)
+    async with shop.bus(), serving(cfg) as base_url:
+        yield shop, base_url
