@@ -122,7 +122,7 @@ class Gateway:
                     self.cfg.topic(c.ORDER_GET),
                     c.GetOrder("health-probe"),
                     response=c.Order,
-                    timeout=HEALTH_TIMEOUT,
+                    timeout=min(HEALTH_TIMEOUT, self.cfg.request_timeout),
                 )
                 status["orders"] = "ok"
             except bus.RemoteError as exc:
