@@ -53,9 +53,7 @@ class Checkout:
             await self._charge(order, ctx, last)
         except StepFailed as failed:
             log.info("order %s: checkout failed: %s", order.order_id, failed.reason)
-            outcome = c.CheckoutOutcome(
-                order.order_id, False, failed.reason, failed.compensations
-            )
+            outcome = c.CheckoutOutcome(order.order_id, False, failed.reason, failed.compensations)
             await ctx.publish(self.cfg.topic(c.CHECKOUT_FAILED), outcome, key=order.order_id)
             return
         outcome = c.CheckoutOutcome(order.order_id, succeeded=True)

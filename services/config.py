@@ -10,7 +10,7 @@ as ``python -m services.demo``.
 | ``SHOP_API_KEY`` | the key the gateway wants in ``X-API-Key`` | ``dev-key`` |
 | ``SHOP_STOCK`` | initial stock, ``sku=count,sku=count`` | ``widget=100000,gadget=100000`` |
 | ``SHOP_PAYMENT_FLAKY`` | share of charge attempts that fail transiently (0..1) | ``0`` |
-| ``SHOP_DECLINED_CARDS`` | card numbers the payment provider declines, comma separated | ``4000000000000002`` |
+| ``SHOP_DECLINED_CARDS`` | cards the provider declines, comma separated | ``4000000000000002`` |
 | ``SHOP_ATTEMPTS`` | handler calls per message before giving up | ``5`` |
 | ``SHOP_BACKOFF`` | seconds before the first retry; doubles after | ``0.05`` |
 | ``SHOP_REQUEST_TIMEOUT`` | seconds a request between services may take | ``5`` |

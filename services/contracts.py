@@ -6,7 +6,7 @@ service can be moved, scaled or rewritten without touching the others.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
@@ -83,7 +83,7 @@ class Order(msgspec.Struct):
     customer: str
     lines: list[Line]
     total_cents: int
-    status: Literal["pending", "confirmed", "failed"] = PENDING
+    status: str = PENDING  # one of PENDING, CONFIRMED, FAILED
     reason: str = ""
     compensations: list[str] = msgspec.field(default_factory=list)
     created_at: float = 0.0

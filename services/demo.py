@@ -17,7 +17,6 @@ import uuid
 from collections import Counter
 
 import anyio
-import httpx
 
 import bus
 from services import contracts as c
@@ -124,7 +123,7 @@ async def run(args: argparse.Namespace, style: Style, counters: BusCounters) -> 
         if args.serve:
             print(f"\nserving until Ctrl-C; try:\n  curl {base_url}/health")
             print(
-                f"  curl -H 'X-API-Key: {cfg.api_key}' -d '{{\"customer\": \"me@example.com\", "
+                f'  curl -H \'X-API-Key: {cfg.api_key}\' -d \'{{"customer": "me@example.com", '
                 f'"card": "4242424242424242", "lines": [{{"sku": "widget", "quantity": 1}}]}}\' '
                 f"{base_url}/orders"
             )

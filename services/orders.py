@@ -102,7 +102,6 @@ class Orders:
         self._settled[order_id].set()
         log.info("order %s %s%s", order_id, status, f": {reason}" if reason else "")
 
-
     # -- the outcome, as each style reports it ---------------------------------------------
 
     async def on_paid(self, event: c.PaymentCompleted, ctx: bus.Context) -> None:

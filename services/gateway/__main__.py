@@ -4,6 +4,7 @@ the configuration of services.config (``BUS_URL``, ``SHOP_API_KEY``, ...)."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import sys
 
@@ -25,10 +26,8 @@ def cli() -> None:
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         anyio.run(main, args.host, args.port)
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

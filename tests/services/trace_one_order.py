@@ -36,7 +36,11 @@ def install() -> None:
 async def main(url: str, style: str, prefix: str) -> None:
     cfg = Config(url=url, style=style, prefix=prefix)  # type: ignore[arg-type]
     shop = Shop(cfg)
-    body = {"customer": "t@example.com", "card": GOOD_CARD, "lines": [{"sku": "widget", "quantity": 1}]}
+    body = {
+        "customer": "t@example.com",
+        "card": GOOD_CARD,
+        "lines": [{"sku": "widget", "quantity": 1}],
+    }
     async with shop.bus(), serving(cfg) as base_url, client_for(base_url, cfg.api_key) as http:
         out = await place(http, body, deadline=30)
         assert out.status == c.CONFIRMED, out
@@ -59,4 +63,4 @@ async def main(url: str, style: str, prefix: str) -> None:
 
 if __name__ == "__main__":
     install()
-    anyio.run(main, *sys.argv[1:4])
+    anyio.run(main, sys.argv[1], sys.argv[2], sys.argv[3])
