@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -241,10 +242,13 @@ async def run(sizes: Sizes, only: str | None = None) -> list[tuple[str, float, f
                     (raw_rates if case is raw_case else bus_rates).append(rate)
             raw_best, bus_best = max(raw_rates), max(bus_rates)
             results.append((name, raw_best, bus_best))
-            rounds = " ".join(f"{r:.0f}/{b:.0f}" for r, b in zip(raw_rates, bus_rates, strict=True))
+            pairs = list(zip(raw_rates, bus_rates, strict=True))
+            rounds = " ".join(f"{r:.0f}/{b:.0f}" for r, b in pairs)
+            median = statistics.median(b / r for r, b in pairs)
             print(
                 f"{name:44} raw {raw_best:7.0f}  bus {bus_best:7.0f}  "
-                f"ratio {bus_best / raw_best:.2f}   (rounds raw/bus: {rounds})",
+                f"ratio {bus_best / raw_best:.2f}  median round ratio {median:.2f}  "
+                f"(rounds raw/bus: {rounds})",
                 flush=True,
             )
     finally:
