@@ -5,6 +5,8 @@ For exchange ``X``, group ``g`` and topic ``t``:
 - ``X``: a durable topic exchange; topics are routing keys on it.
 - ``X:g:t``: the group's durable queue, bound to ``X`` with routing key ``t``.
 - ``X:g:t:dlq``: the group's dead letters for ``t``.
+- ``X:g:t:ephemeral:<id>`` (and ``...:dlq``): an ephemeral group's queue, exclusive to
+  the connection that made it and deleted with it.
 - ``X:g:t:delay:<ms>``: a retry waiting room. Its messages expire after ``ms`` and are
   dead-lettered by RabbitMQ through the default exchange straight back to ``X:g:t``, so a
   retry reaches that group alone, survives a restart of the consumer and arrives no
@@ -81,6 +83,13 @@ class Topology:
         )
         await channel.queue_bind(name, self.config.exchange, routing_key=topic)
         return name
+
+    async def declare_ephemeral(self, channel: AbstractChannel, topic: str, name: str) -> None:
+        """A queue for a group of one that lives as long as its connection: exclusive,
+        auto-deleted, bound to ``topic``, with an exclusive dead-letter queue beside it."""
+        await channel.queue_declare(name, exclusive=True, auto_delete=True)
+        await channel.queue_declare(f"{name}:dlq", exclusive=True)
+        await channel.queue_bind(name, self.config.exchange, routing_key=topic)
 
     async def delay_queue(self, channel: AbstractChannel, target: str, delay: float) -> str:
         """A queue that hands messages back to queue ``target`` after ``delay`` seconds

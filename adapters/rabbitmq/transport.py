@@ -7,7 +7,9 @@ objects. See topology.py for what is declared, link.py for reconnection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 
 from aio_pika.abc import AbstractConnection
@@ -96,9 +98,13 @@ class RabbitTransport:
             mandatory=False,
         )
 
-    async def consume(self, topic: str, group: str, *, prefetch: int) -> RabbitConsumer:
+    async def consume(
+        self, topic: str, group: str, *, prefetch: int, ephemeral: bool = False
+    ) -> RabbitConsumer:
         queue = topology.group_queue(self.config, topic, group)
-        dlq = topology.dead_letter_queue(self.config, topic, group)
+        if ephemeral:
+            queue = f"{queue}:ephemeral:{uuid.uuid4().hex[:16]}"
+        dlq = f"{queue}:dlq" if ephemeral else topology.dead_letter_queue(self.config, topic, group)
         count = self.config.prefetch or prefetch
 
         async def resend(message: Message, delay: float | None) -> None:
@@ -122,7 +128,10 @@ class RabbitTransport:
         consumer = RabbitConsumer(resend)
 
         async def setup(channel: AbstractChannel) -> None:
-            await self._topology.declare_group(channel, topic, group)
+            if ephemeral:
+                await self._topology.declare_ephemeral(channel, topic, queue)
+            else:
+                await self._topology.declare_group(channel, topic, group)
             await channel.basic_qos(prefetch_count=count)
             await channel.basic_consume(queue, consumer.on_message)
 
@@ -136,6 +145,9 @@ class RabbitTransport:
         async def on_close() -> None:
             self._keepers.discard(keeper)
             await keeper.close()
+            if ephemeral:  # its queue went with its consumer; its dead letters go too
+                with contextlib.suppress(Exception):
+                    await (await self._publisher.current()).queue_delete(dlq)
 
         consumer.attach(on_close)
         return consumer

@@ -12,6 +12,7 @@ from adapters.rabbitmq import RabbitTransport
 from adapters.rabbitmq.consumer import RabbitConsumer, RabbitDelivery
 from bus.errors import ConfigError, ConnectionLost, PublishError
 from bus.message import JSON, MSGPACK, Message, new_id
+from tests.brokers.rabbitmq import run_names
 
 DEADLINE = 20.0
 
@@ -306,3 +307,28 @@ async def test_a_queue_declared_otherwise_is_a_config_error(
         await other.publish(topic, msg())  # the transport is still usable
     finally:
         await other.close()
+
+
+async def test_an_ephemeral_group_gets_new_messages_and_leaves_nothing_behind(
+    transport: RabbitTransport, names: tuple[str, str]
+) -> None:
+    topic, group = names
+    watcher = await transport.consume(topic, group, prefetch=5, ephemeral=True)
+    other = await transport.consume(topic, group, prefetch=5, ephemeral=True)
+    await transport.publish(topic, msg(b"seen"))
+    got = await take(watcher)
+    assert got.message.body == b"seen" and (await take(other)).message.body == b"seen"
+    await got.ack()
+    assert watcher.poll() is None
+    await transport.publish(topic, msg(b"polled"))
+    with anyio.fail_after(DEADLINE):
+        while (polled := watcher.poll()) is None:
+            await anyio.sleep(0.01)
+    assert polled.message.body == b"polled"
+    await polled.ack()
+    await watcher.close()
+    await other.close()
+    assert watcher.poll() is None
+    prefix = f"{transport.config.exchange}:{group}:{topic}"
+    queues, _ = await anyio.to_thread.run_sync(run_names, prefix)
+    assert queues == [], "nothing left behind"
