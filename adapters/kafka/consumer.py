@@ -66,6 +66,8 @@ class KafkaConsumer:
         self._room = asyncio.Event()
         self._timers: dict[TopicPartition, dict[int, asyncio.TimerHandle]] = {}
         self._waiting = 0  # records on timers
+        self._low_water = config.read_ahead // 2
+        self._paused: set[TopicPartition] = set()  # retry partitions, while many wait
         self._assigned: set[TopicPartition] = set()  # records of these are handed out
         self._epochs: dict[TopicPartition, int] = {}
         self._offsets: dict[TopicPartition, PartitionOffsets] = {}
@@ -90,18 +92,27 @@ class KafkaConsumer:
     def __aiter__(self) -> KafkaConsumer:
         return self
 
+    def poll(self) -> KafkaDelivery | None:
+        """The next delivery if one is at hand, else None (the core's fast path)."""
+        ready = self._ready
+        while ready:
+            tp, epoch, offset, message = ready.popleft()
+            if self._epochs.get(tp) != epoch:
+                continue
+            self._held[tp] += 1
+            if len(ready) <= self._low_water:
+                self._room.set()
+            return KafkaDelivery(self, tp, epoch, offset, message)
+        return None
+
     async def __anext__(self) -> KafkaDelivery:
         while True:
-            ready = self._ready
-            while ready:
-                tp, epoch, offset, message = ready.popleft()
-                if self._epochs.get(tp) != epoch:
-                    continue
-                self._held[tp] += 1
-                self._room.set()
-                return KafkaDelivery(self, tp, epoch, offset, message)
+            delivery = self.poll()
+            if delivery is not None:
+                return delivery
             if self._closed:
                 raise StopAsyncIteration
+            self._room.set()
             self._wake.clear()
             await self._wake.wait()
 
@@ -121,11 +132,12 @@ class KafkaConsumer:
         limit = self._config.read_ahead
         backoff = 0.05
         while not self._closed:
-            room = limit - len(self._ready) - self._waiting
-            if room <= 0:
+            buffered = len(self._ready)
+            if buffered > self._low_water:  # refill in batches, not one by one
                 self._room.clear()
                 await self._room.wait()
                 continue
+            room = limit - buffered
             try:
                 batches = await self._client.getmany(timeout_ms=1000, max_records=room)
             except ConsumerStoppedError:
@@ -164,6 +176,11 @@ class KafkaConsumer:
                     self._ready.append(item)
         if self._ready:
             self._wake.set()
+        if self._waiting >= self._config.read_ahead and not self._paused:
+            # Enough retries wait in memory: read no more of the retry topic for now (the
+            # main topic keeps flowing).
+            self._paused = {tp for tp in self._assigned if tp.topic == self._topics[1]}
+            self._client.pause(*self._paused)
 
     def _release(self, item: Item) -> None:
         """A retry record is due: hand it out next."""
@@ -171,6 +188,9 @@ class KafkaConsumer:
         self._timers.get(item[0], {}).pop(item[2], None)
         self._ready.append(item)
         self._wake.set()
+        if self._paused and self._waiting <= self._low_water:
+            self._client.resume(*(self._paused & self._assigned))
+            self._paused = set()
 
     # -- committing ----------------------------------------------------------------
 
@@ -224,6 +244,7 @@ class KafkaConsumer:
             self._committed.pop(tp, None)
 
     def assigned_now(self, partitions: set[TopicPartition]) -> None:
+        self._paused -= partitions  # a new assignment starts unpaused
         for tp in partitions - self._assigned:
             self._epoch += 1
             self._epochs[tp] = self._epoch
