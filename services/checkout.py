@@ -6,12 +6,17 @@ charge whose outcome it could not learn).
 A step that times out or fails transiently raises, so the bus runs the saga again after
 a backoff; every step is idempotent per order id, so a rerun picks up where the last run
 stopped. On the last attempt it gives up cleanly: compensates and reports the failure.
-Stateless: any number of instances may run. In choreography it subscribes to nothing.
+A refund is a durable command (published, not requested), so it waits on the broker
+while payments is down. Only a release that fails on the last attempt dead-letters the
+saga; ``bus dlq replay <prefix>order.placed --group checkout`` runs it again once
+inventory is back. Stateless: any number of instances may run. In choreography it
+subscribes to nothing.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 
 import bus
 from services import contracts as c
@@ -70,11 +75,14 @@ class Checkout:
             await self._release(order, ctx)  # the reservation may have landed
             raise StepFailed("inventory unavailable", [c.RELEASED_STOCK]) from None
         assert isinstance(reply, c.Reservation)
+        if reply.reason == c.ALREADY_RELEASED:  # a run before this one failed the order
+            raise StepFailed("checkout interrupted", [c.RELEASED_STOCK])
         if not reply.reserved:
             raise StepFailed(reply.reason, [])
 
     async def _charge(self, order: c.OrderPlaced, ctx: bus.Context, last: bool) -> None:
-        charge = c.Charge(order.order_id, order.card, order.total_cents)
+        expires_at = time.time() + self.cfg.request_timeout
+        charge = c.Charge(order.order_id, order.card, order.total_cents, expires_at)
         try:
             reply = await self._ask(ctx, c.PAYMENT_CHARGE, charge, c.ChargeResult)
         except (bus.RequestTimeout, bus.RemoteError) as exc:
@@ -83,9 +91,8 @@ class Checkout:
                 raise  # the bus runs the saga again; reserve and charge are idempotent
             undone = [c.RELEASED_STOCK]
             if unknown:  # it may have charged before the reply got lost: refund it
-                await self._ask(
-                    ctx, c.PAYMENT_REFUND, c.Refund(order.order_id, order.total_cents), c.Refunded
-                )
+                refund = c.Refund(order.order_id, order.total_cents)
+                await ctx.publish(self.cfg.topic(c.PAYMENT_REFUND), refund, key=order.order_id)
                 undone.insert(0, c.REFUNDED_PAYMENT)
             await self._release(order, ctx)
             raise StepFailed("payment provider unavailable", undone) from None

@@ -29,7 +29,7 @@ PAYMENT_FAILED = "payment.failed"  # event: StepFailed (stock must be released)
 STOCK_RESERVE = "stock.reserve"  # request: ReserveStock -> Reservation
 STOCK_RELEASE = "stock.release"  # request: ReleaseStock -> Released
 PAYMENT_CHARGE = "payment.charge"  # request: Charge -> ChargeResult
-PAYMENT_REFUND = "payment.refund"  # request: Refund -> Refunded
+PAYMENT_REFUND = "payment.refund"  # command: Refund, kept by the broker until done
 CHECKOUT_SUCCEEDED = "checkout.succeeded"  # event: CheckoutOutcome
 CHECKOUT_FAILED = "checkout.failed"  # event: CheckoutOutcome
 
@@ -40,9 +40,12 @@ CONFIRMED = "confirmed"
 FAILED = "failed"
 FINAL_STATES = (CONFIRMED, FAILED)
 
+# why inventory refuses a reservation for an order it has released already
+ALREADY_RELEASED = "order already released"
+
 # compensations, as recorded on a failed order
 RELEASED_STOCK = "stock released"
-REFUNDED_PAYMENT = "payment refunded"
+REFUNDED_PAYMENT = "payment refund issued"
 
 # -- payloads --------------------------------------------------------------------------
 
@@ -145,6 +148,8 @@ class Charge(msgspec.Struct, frozen=True):
     order_id: str
     card: str
     total_cents: int
+    expires_at: float = 0.0
+    """Unix time after which the caller has given up: charge no more (0: never)."""
 
 
 class ChargeResult(msgspec.Struct, frozen=True):
@@ -156,10 +161,6 @@ class ChargeResult(msgspec.Struct, frozen=True):
 class Refund(msgspec.Struct, frozen=True):
     order_id: str
     total_cents: int
-
-
-class Refunded(msgspec.Struct, frozen=True):
-    order_id: str
 
 
 class CheckoutOutcome(msgspec.Struct, frozen=True):
@@ -182,6 +183,10 @@ class OrderNotFound(LookupError):
 
 class TransientPaymentError(ConnectionError):
     """The payment provider did not answer this time; trying again may work."""
+
+
+class RequestExpired(TimeoutError):
+    """A request read after its caller stopped waiting for the reply; not acted on."""
 
 
 def error_name(cls: type[BaseException]) -> str:

@@ -44,7 +44,7 @@ class Inventory:
         if order_id in self.reservations:
             return ""
         if order_id in self.released:
-            return "order already released"
+            return c.ALREADY_RELEASED
         if order_id in self.refused:
             return self.refused[order_id]
         wanted: dict[str, int] = {}

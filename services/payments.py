@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 from collections import Counter
 
 import bus
@@ -37,7 +38,7 @@ class Payments:
             self.service.subscribe(t(c.STOCK_RESERVED), retry=cfg.retry())(self.on_reserved)
         else:
             self.service.respond(t(c.PAYMENT_CHARGE), concurrency=64)(self.on_charge)
-            self.service.respond(t(c.PAYMENT_REFUND), concurrency=64)(self.on_refund)
+            self.service.subscribe(t(c.PAYMENT_REFUND), retry=cfg.retry())(self.on_refund)
 
     def charge(self, order_id: str, card: str, total_cents: int) -> c.ChargeResult:
         """Ask the provider; raises TransientPaymentError for an injected fault."""
@@ -68,12 +69,18 @@ class Payments:
             await ctx.publish(t(c.PAYMENT_FAILED), failed, key=event.order_id)
 
     async def on_charge(self, req: c.Charge) -> c.ChargeResult:
+        if req.expires_at and time.time() > req.expires_at:
+            # The saga gave up on this charge (payments was down, the request waited in
+            # the queue): charging now would take money for an order that has failed.
+            self.counts["expired"] += 1
+            raise c.RequestExpired(f"charge for order {req.order_id} came after its deadline")
         return self.charge(req.order_id, req.card, req.total_cents)
 
-    async def on_refund(self, req: c.Refund) -> c.Refunded:
+    async def on_refund(self, req: c.Refund) -> None:
+        """A durable command, not a request: a refund waits on the broker for payments to
+        come back rather than fail with it."""
         self.counts["refunded"] += 1
         log.info("order %s: refunded %d cents (if it was charged)", req.order_id, req.total_cents)
-        return c.Refunded(req.order_id)
 
 
 payments = Payments(Config.from_env())

@@ -7,8 +7,10 @@ from collections import Counter
 
 import pytest
 
+import bus
 from services import contracts as c
 from services.config import STYLES, Config
+from services.gateway import serving
 from services.load import Outcome, run_load
 from services.payments import UNAVAILABLE
 from services.shop import Shop
@@ -44,8 +46,6 @@ def check_outcomes(shop: Shop, outcomes: list[Outcome]) -> None:
 
 
 async def dead_letter_count(cfg: Config, shop: Shop) -> int:
-    import bus
-
     found = 0
     async with bus.Bus(cfg.url) as b:
         for topic, group in shop.subscriptions():
@@ -83,3 +83,33 @@ async def test_a_payment_provider_that_never_answers_fails_orders_cleanly(
         assert shop.payments.counts["transient"] == 3 * 20  # every attempt, then gave up
         assert shop.inventory.stock == STOCK
         assert await dead_letter_count(cfg, shop) == 0
+
+
+async def test_orchestration_without_payments_refunds_and_releases_then_refunds_later(
+    memory_url: str,
+) -> None:
+    """Charges that never get a reply end the saga on its last attempt: the stock is
+    released, and a refund (the charge may have happened) waits in payments' queue until
+    payments comes back."""
+    cfg = shop_config(
+        memory_url, style="orchestration", stock=STOCK, attempts=2, request_timeout=0.3
+    )
+    shop = Shop(cfg)
+    no_payments = [s for s in shop.services if s is not shop.payments.service]
+    async with bus.Bus(cfg.url, services=[shop.payments.service]):
+        pass  # payments ran once, so its queues exist; now it is down
+    async with (
+        bus.Bus(cfg.url, services=no_payments),
+        serving(cfg) as base_url,
+    ):
+        outcomes = await run_load(base_url, cfg.api_key, orders=10, declined=0.0)
+        check_outcomes(shop, outcomes)
+        for out in outcomes:
+            assert out.reason == UNAVAILABLE
+            assert out.compensations == [c.REFUNDED_PAYMENT, c.RELEASED_STOCK]
+        assert shop.payments.counts["refunded"] == 0
+        counts = shop.payments.counts
+        async with bus.Bus(cfg.url, services=[shop.payments.service]):
+            # the charges queued while it was down come after their deadline: none is made
+            await wait_until(lambda: counts["refunded"] == 10 and counts["expired"] == 2 * 10)
+        assert counts["approved"] == 0
