@@ -35,9 +35,9 @@ def properties(
     stored, and a request is worthless once its requester's channel (its reply address)
     is gone, which a broker restart ensures. Sparing them the disk shortens a round trip.
     """
-    headers: dict[str, Any] = dict(message.headers)
+    headers: dict[str, Any] = message.headers  # only read (encoded) by pamqp
     if message.key is not None:
-        headers[KEY_HEADER] = message.key
+        headers = {**headers, KEY_HEADER: message.key}
     return Basic.Properties(
         content_type=message.content_type,
         headers=headers,

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from aiormq.abc import AbstractChannel, DeliveredMessage
 
 from adapters.rabbitmq.convert import to_message
+from adapters.rabbitmq.publish import ChannelSource
 from bus.message import Message, new_id
 
 DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
@@ -29,22 +30,14 @@ class RabbitInbox:
         self.address = f"{DIRECT_REPLY_TO}#{new_id()}"
         self._buffer: asyncio.Queue[Message | None] = asyncio.Queue()
         self._closed = False
-        self._channel: Callable[[], Awaitable[AbstractChannel]] | None = None
+        self.source: ChannelSource | None = None
+        """The channel requests to this inbox must be published on."""
         self._on_close: Callable[[], Awaitable[None]] | None = None
 
-    def attach(
-        self,
-        channel: Callable[[], Awaitable[AbstractChannel]],
-        on_close: Callable[[], Awaitable[None]],
-    ) -> None:
-        """``channel`` returns the current channel; ``on_close`` closes it."""
-        self._channel = channel
+    def attach(self, source: ChannelSource, on_close: Callable[[], Awaitable[None]]) -> None:
+        """``source`` keeps this inbox's channel; ``on_close`` closes it."""
+        self.source = source
         self._on_close = on_close
-
-    async def channel(self) -> AbstractChannel:
-        """The channel requests to this inbox must be published on."""
-        assert self._channel is not None, "inbox not attached"
-        return await self._channel()
 
     async def setup(self, channel: AbstractChannel) -> None:
         """Start consuming direct reply-to on ``channel`` (called on every (re)open)."""

@@ -167,6 +167,11 @@ class ChannelKeeper:
         await self._open()
         self._watch = asyncio.get_running_loop().create_task(self._keep())
 
+    def now(self) -> RawChannel | None:
+        """The channel if it is open now, without waiting."""
+        raw = self._raw
+        return raw if raw is not None and not raw.is_closed else None
+
     async def current(self) -> RawChannel:
         """The open channel, waiting while it is re-opened."""
         while True:

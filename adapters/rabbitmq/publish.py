@@ -9,7 +9,7 @@ allowed by at-least-once delivery, a loss is not.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 from aiormq.abc import AbstractChannel
 from pamqp.commands import Basic
@@ -20,8 +20,19 @@ PUBLISH_TIMEOUT = 30.0
 """How long one publish may wait for a lost connection to come back."""
 
 
+class ChannelSource(Protocol):
+    """Where a publish gets its channel (a ChannelKeeper)."""
+
+    def now(self) -> AbstractChannel | None:
+        """The channel if it is open now, without waiting."""
+
+    async def current(self) -> AbstractChannel:
+        """The channel, waiting while it is re-opened."""
+        ...
+
+
 async def publish(
-    channel: Callable[[], Awaitable[AbstractChannel]],
+    source: ChannelSource,
     body: bytes,
     properties: Basic.Properties,
     *,
@@ -32,15 +43,45 @@ async def publish(
     """Publish and wait for the broker's confirm (when the channel has confirms on).
 
     Raises PublishError when the broker refused or returned the message, or when the
-    connection stayed down for PUBLISH_TIMEOUT.
+    connection stayed down for PUBLISH_TIMEOUT. The first try takes no timer: a confirm
+    can only fail to come if the connection dies, which aiormq reports (heartbeats catch
+    a silent peer), and then the slow path below takes over.
     """
+    raw = source.now()
+    if raw is not None:
+        try:
+            await raw.basic_publish(
+                body,
+                exchange=exchange,
+                routing_key=routing_key,
+                properties=properties,
+                mandatory=mandatory,
+            )
+            return
+        except Exception as exc:
+            if not is_transient(exc):
+                raise publish_error(exc, _where(exchange, routing_key)) from None
+    await _publish_patiently(
+        source, body, properties, exchange=exchange, routing_key=routing_key, mandatory=mandatory
+    )
+
+
+async def _publish_patiently(
+    source: ChannelSource,
+    body: bytes,
+    properties: Basic.Properties,
+    *,
+    exchange: str,
+    routing_key: str,
+    mandatory: bool,
+) -> None:
+    """Try until the channel is back and the broker confirms, up to PUBLISH_TIMEOUT."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + PUBLISH_TIMEOUT
-    where = f"exchange {exchange!r} with routing key {routing_key!r}"
     while True:
         try:
             async with asyncio.timeout_at(deadline):
-                raw = await channel()
+                raw = await source.current()
                 await raw.basic_publish(
                     body,
                     exchange=exchange,
@@ -50,8 +91,12 @@ async def publish(
                 )
             return
         except TimeoutError as exc:
-            raise publish_error(exc, where) from None
+            raise publish_error(exc, _where(exchange, routing_key)) from None
         except Exception as exc:
             if not is_transient(exc) or loop.time() >= deadline:
-                raise publish_error(exc, where) from None
+                raise publish_error(exc, _where(exchange, routing_key)) from None
         await asyncio.sleep(0.05)  # the channel is being re-opened: try again shortly
+
+
+def _where(exchange: str, routing_key: str) -> str:
+    return f"exchange {exchange!r} with routing key {routing_key!r}"

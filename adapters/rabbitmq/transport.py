@@ -22,7 +22,7 @@ from adapters.rabbitmq.convert import properties
 from adapters.rabbitmq.errors import broker_error
 from adapters.rabbitmq.inbox import DIRECT_REPLY_TO, RabbitInbox
 from adapters.rabbitmq.link import ChannelKeeper, Link
-from adapters.rabbitmq.publish import publish
+from adapters.rabbitmq.publish import ChannelSource, publish
 from bus.errors import ConnectionLost
 from bus.message import Message
 from bus.transport import Capabilities
@@ -83,12 +83,13 @@ class RabbitTransport:
 
     async def publish(self, topic: str, message: Message) -> None:
         inbox = self._inboxes.get(message.reply_to) if message.reply_to else None
-        if inbox is not None:
+        channel: ChannelSource
+        if inbox is not None and inbox.source is not None:
             props = properties(message, reply_to=DIRECT_REPLY_TO, persistent=False)
-            channel = inbox.channel
+            channel = inbox.source
         else:
             props = properties(message)
-            channel = self._topic_publisher.current
+            channel = self._topic_publisher
         await publish(
             channel,
             message.body,
@@ -117,7 +118,7 @@ class RabbitTransport:
                     await self._publisher.current(), queue, delay
                 )
             await publish(
-                self._publisher.current,
+                self._publisher,
                 message.body,
                 properties(message),
                 exchange="",
@@ -164,7 +165,7 @@ class RabbitTransport:
             self._inboxes.pop(inbox.address, None)
             await keeper.close()
 
-        inbox.attach(keeper.current, on_close)
+        inbox.attach(keeper, on_close)
         self._inboxes[inbox.address] = inbox
         return inbox
 
@@ -172,7 +173,7 @@ class RabbitTransport:
         # Never mandatory: RabbitMQ 3.10 was seen to return a mandatory reply to direct
         # reply-to to its sender as well as deliver it.
         await publish(
-            self._publisher.current,
+            self._publisher,
             message.body,
             properties(message, persistent=False),
             exchange="",
