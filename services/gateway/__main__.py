@@ -4,7 +4,6 @@ the configuration of services.config (``BUS_URL``, ``SHOP_API_KEY``, ...)."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import sys
 
@@ -26,8 +25,12 @@ def cli() -> None:
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         anyio.run(main, args.host, args.port)
+    except KeyboardInterrupt:
+        pass
+    except RuntimeError as exc:
+        sys.exit(f"gateway: error: {exc}")
 
 
 if __name__ == "__main__":

@@ -39,16 +39,25 @@ async def serving(
         async with anyio.create_task_group() as tg:
 
             async def serve() -> None:
-                await server.serve([sock])
-                tg.cancel_scope.cancel()  # it stopped by itself (a signal): end the block
+                try:
+                    await server.serve([sock])
+                except SystemExit:  # uvicorn's way to say the app's start-up failed
+                    server.should_exit = True
+                    return
+                if server.started:  # it stopped by itself (a signal): end the block
+                    tg.cancel_scope.cancel()
 
             tg.start_soon(serve)
-            with anyio.fail_after(START_DEADLINE):
-                while not server.started:
-                    if server.should_exit:
-                        raise RuntimeError("the gateway failed to start; see its log")
+            with anyio.move_on_after(START_DEADLINE):
+                # uvicorn offers flags, not events, for these
+                while not server.started and not server.should_exit:  # noqa: ASYNC110
                     await anyio.sleep(0.01)
-            try:
-                yield f"http://{host}:{bound}"
-            finally:
+            if server.started:
+                try:
+                    yield f"http://{host}:{bound}"
+                finally:
+                    server.should_exit = True
+            else:
                 server.should_exit = True
+    if not server.started:  # raised here, outside the task group, so not in a group
+        raise RuntimeError("the gateway failed to start (is the broker reachable?); see its log")
