@@ -125,3 +125,48 @@ def test_bad_url_is_one_line(command: list[str]) -> None:
     assert "Traceback" not in result.stderr
     assert "s3cret" not in result.stderr
     assert result.stderr.startswith("bus: error:")
+
+
+def start_worker(url: str, group: str, tmp_path: Path) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "CLI_TEST_DIR": str(tmp_path),
+        "CLI_TEST_TOPIC": unique("t"),
+        "CLI_TEST_GROUP": group,
+        "BUS_PRESENCE_INTERVAL": "0.3",
+    }
+    return subprocess.Popen(
+        [*BUS, "run", "tests.cli.app:service", "--url", url],
+        env=env,
+        stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+async def test_status_shows_two_instances_then_one(rabbitmq_url: str, tmp_path: Path) -> None:
+    group = unique("svc")
+    workers = [start_worker(rabbitmq_url, group, tmp_path) for _ in range(2)]
+
+    def live_instances() -> list[str]:
+        out = cli(rabbitmq_url, "status", "--window", "1.0", "-v")
+        assert out.returncode == 0, out.stderr
+        return [
+            line for line in out.stdout.splitlines() if line.startswith(group) and " live " in line
+        ]
+
+    try:
+        with anyio.fail_after(60):
+            while len(await anyio.to_thread.run_sync(live_instances)) != 2:
+                pass
+        workers[0].send_signal(signal.SIGTERM)
+        assert await anyio.to_thread.run_sync(workers[0].wait, 30) == 0
+        with anyio.fail_after(60):
+            while len(lines := await anyio.to_thread.run_sync(live_instances)) != 1:
+                pass
+        assert str(workers[1].pid) in lines[0]
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait(10)
