@@ -1,9 +1,11 @@
 """The HTTP API: ``POST /orders``, ``GET /orders/{id}`` (``?wait=SECONDS`` long-polls for
 a final state), ``GET /health``.
 
+An ``Idempotency-Key`` header makes a repeated POST return the order the first made.
 Errors, each a JSON ``{"error": ...}``: 401 without the right ``X-API-Key``; 422 for a
 body that is not JSON or not a valid order (the reason says which field); 404 for an
-unknown order; 504 when orders does not answer in time (``bus.RequestTimeout``); 502
+unknown order; 504 when orders does not answer in time (``bus.RequestTimeout``; for a
+POST it names the ``order_id``, which may exist: GET it, or POST again with the key); 502
 when it answers with an error (``bus.RemoteError``); 503 when the broker is unreachable.
 """
 
@@ -36,14 +38,19 @@ def _json(status: int, body: object, headers: dict[str, str] | None = None) -> R
     return Response(msgspec.json.encode(body), status, headers, "application/json")
 
 
-def _error(status: int, text: str) -> Response:
-    return _json(status, {"error": text})
-
-
 class HttpError(Exception):
-    def __init__(self, status: int, text: str) -> None:
+    def __init__(self, status: int, text: str, **extra: str) -> None:
         super().__init__(text)
-        self.response = _error(status, text)
+        self.status, self.text = status, text
+        self.response = _json(status, {"error": text, **extra})
+
+
+def order_id_for(idempotency_key: str | None) -> str:
+    """A new order id, or the same one for every POST with the same Idempotency-Key (so a
+    client may repeat a POST whose answer it never got, and get the one order)."""
+    if idempotency_key is None:
+        return uuid.uuid4().hex
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"bus-shop:{idempotency_key}").hex
 
 
 class Gateway:
@@ -98,8 +105,14 @@ class Gateway:
             raise HttpError(422, f"invalid order: {exc}") from None
         except msgspec.DecodeError as exc:
             raise HttpError(422, f"the body is not valid JSON: {exc}") from None
-        create = c.CreateOrder(uuid.uuid4().hex, new.customer, new.card, new.lines)
-        order = await self.ask(c.ORDER_CREATE, create)
+        order_id = order_id_for(request.headers.get("idempotency-key"))
+        create = c.CreateOrder(order_id, new.customer, new.card, new.lines)
+        try:
+            order = await self.ask(c.ORDER_CREATE, create)
+        except HttpError as exc:
+            if exc.status == 504:  # it may exist: say where to look, or POST again
+                raise HttpError(504, exc.text, order_id=order_id) from None
+            raise
         return _json(202, order, {"location": f"/orders/{order.order_id}"})
 
     async def get_order(self, request: Request) -> Response:

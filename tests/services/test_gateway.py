@@ -66,6 +66,7 @@ async def test_no_orders_service_is_a_504_and_an_unhealthy_gateway(memory_url: s
     async with serving(cfg) as base_url, client_for(base_url, cfg.api_key) as http:
         response = await http.post("/orders", json=GOOD)
         assert response.status_code == 504 and "did not answer" in error_of(response)
+        assert response.json()["order_id"]  # it may exist: the client can look it up
         health = await http.get("/health")
         assert health.status_code == 503 and health.json()["status"] == "degraded"
 
@@ -86,3 +87,16 @@ async def test_an_orders_service_that_fails_is_a_502_naming_the_error(memory_url
         response = await http.post("/orders", json=GOOD)
         assert response.status_code == 502
         assert "builtins.RuntimeError: the database is on fire" in error_of(response)
+
+
+async def test_a_repeated_post_with_an_idempotency_key_makes_one_order(memory_url: str) -> None:
+    cfg = shop_config(memory_url)
+    async with running_shop(cfg) as (shop, base_url), client_for(base_url, cfg.api_key) as http:
+        key = {"idempotency-key": "checkout-7f3a"}
+        first = await http.post("/orders", json=GOOD, headers=key)
+        again = await http.post("/orders", json=GOOD, headers=key)
+        other = await http.post("/orders", json=GOOD)
+        assert first.status_code == again.status_code == other.status_code == 202
+        assert first.json()["order_id"] == again.json()["order_id"] != other.json()["order_id"]
+        assert first.headers["location"] == f"/orders/{first.json()['order_id']}"
+        assert len(shop.orders.store) == 2
