@@ -40,23 +40,31 @@ def to_record(message: Message, extra: Headers | None = None) -> tuple[bytes | N
 
 def from_record(record: Any) -> tuple[Message, int | None]:
     """The Message a consumed record carries, and its due time (epoch ms) if it has one."""
-    own: dict[str, str] = {}
+    message_id = correlation_id = reply_to = content_type = due = None
     headers: dict[str, str] = {}
-    for name, raw in record.headers or ():
+    for name, raw in record.headers:
         value = raw.decode("utf-8", "replace") if raw is not None else ""
-        if name in _OWN:
-            own[name] = value
-        else:
+        if name not in _OWN:
             headers[name] = value
+        elif name == MESSAGE_ID:
+            message_id = value
+        elif name == CONTENT_TYPE:
+            content_type = value
+        elif name == CORRELATION_ID:
+            correlation_id = value
+        elif name == REPLY_TO:
+            reply_to = value
+        else:
+            due = value
     key = record.key
-    due = own.get(DUE)
+    value = record.value
     message = Message(
-        id=own.get(MESSAGE_ID) or f"{record.topic}-{record.partition}-{record.offset}",
-        body=record.value if record.value is not None else b"",
+        id=message_id or f"{record.topic}-{record.partition}-{record.offset}",
+        body=value if value is not None else b"",
         headers=headers,
         key=key.decode("utf-8", "replace") if key is not None else None,
-        correlation_id=own.get(CORRELATION_ID),
-        reply_to=own.get(REPLY_TO),
-        content_type=own.get(CONTENT_TYPE) or JSON,
+        correlation_id=correlation_id,
+        reply_to=reply_to,
+        content_type=content_type or JSON,
     )
     return message, int(due) if due and due.isdigit() else None
