@@ -1,0 +1,82 @@
+"""How big each scenario runs, per adapter: the full run and ``--quick``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Plan:
+    sizes: tuple[int, ...]
+    publish_n: dict[str, int]
+    consume_n: dict[str, int]
+    consume_concurrency: int
+    concurrencies: tuple[int, ...]
+    concurrency_per_level: int  # messages per unit of concurrency...
+    concurrency_cap: dict[str, int]  # ...up to this many
+    processes: tuple[int, ...]
+    processes_n: int
+    partitions: tuple[int, ...]
+    partitions_n: int
+    topics: dict[str, tuple[int, ...]]
+    topics_n: dict[str, int]
+    latency_rate: dict[str, float]
+    latency_n: dict[str, int]
+    rr_in_flight: tuple[int, ...]
+    rr_n: dict[str, dict[int, int]]
+    failing_n: dict[str, int]
+    fail_every: int = 10
+    windows: dict[str, int] = field(default_factory=lambda: {"memory": 1})
+    window: int = 100
+
+    def window_for(self, adapter: str) -> int:
+        return self.windows.get(adapter, self.window)
+
+
+ALL = ("memory", "rabbitmq", "kafka")
+
+FULL = Plan(
+    sizes=(64, 1024, 16384),
+    publish_n={"memory": 20_000, "rabbitmq": 5_000, "kafka": 5_000},
+    consume_n={"memory": 20_000, "rabbitmq": 5_000, "kafka": 5_000},
+    consume_concurrency=64,
+    concurrencies=(1, 4, 16, 64, 256),
+    concurrency_per_level=200,
+    concurrency_cap={"memory": 20_000, "rabbitmq": 6_000, "kafka": 6_000},
+    processes=(1, 2),
+    processes_n=6_000,
+    partitions=(1, 4, 16),
+    partitions_n=5_000,
+    topics={"memory": (1, 10, 100, 1000), "rabbitmq": (1, 10, 100, 1000), "kafka": (1, 10, 100)},
+    topics_n={"memory": 20_000, "rabbitmq": 10_000, "kafka": 6_000},
+    latency_rate={"memory": 2_000.0, "rabbitmq": 1_000.0, "kafka": 500.0},
+    latency_n={"memory": 10_000, "rabbitmq": 5_000, "kafka": 2_500},
+    rr_in_flight=(1, 32),
+    rr_n={
+        "memory": {1: 5_000, 32: 20_000},
+        "rabbitmq": {1: 1_000, 32: 5_000},
+        "kafka": {1: 300, 32: 3_000},
+    },
+    failing_n={"memory": 5_000, "rabbitmq": 3_000, "kafka": 3_000},
+)
+
+QUICK = Plan(
+    sizes=(1024,),
+    publish_n={"memory": 1_000, "rabbitmq": 300, "kafka": 300},
+    consume_n={"memory": 1_000, "rabbitmq": 300, "kafka": 300},
+    consume_concurrency=64,
+    concurrencies=(1, 64),
+    concurrency_per_level=20,
+    concurrency_cap={"memory": 1_000, "rabbitmq": 500, "kafka": 500},
+    processes=(1,),
+    processes_n=200,
+    partitions=(1, 4),
+    partitions_n=200,
+    topics={"memory": (1, 100), "rabbitmq": (1, 10), "kafka": (1, 4)},
+    topics_n={"memory": 1_000, "rabbitmq": 300, "kafka": 200},
+    latency_rate={"memory": 1_000.0, "rabbitmq": 500.0, "kafka": 500.0},
+    latency_n={"memory": 200, "rabbitmq": 100, "kafka": 100},
+    rr_in_flight=(1, 32),
+    rr_n={"memory": {1: 200, 32: 500}, "rabbitmq": {1: 50, 32: 200}, "kafka": {1: 20, 32: 100}},
+    failing_n={"memory": 300, "rabbitmq": 200, "kafka": 200},
+)
