@@ -54,7 +54,7 @@ class RabbitTransport:
             self._topic_publisher = ChannelKeeper(
                 self._link, _nothing, confirms=False, what="the unconfirmed publishing channel"
             )
-        self._keepers: set[ChannelKeeper] = set()
+        self._consumers: set[RabbitConsumer] = set()
         self._inboxes: dict[str, RabbitInbox] = {}
 
     def __repr__(self) -> str:
@@ -75,8 +75,8 @@ class RabbitTransport:
     async def close(self) -> None:
         for inbox in list(self._inboxes.values()):
             await inbox.close()
-        for keeper in list(self._keepers):
-            await keeper.close()
+        for consumer in list(self._consumers):
+            await consumer.close()
         await self._topic_publisher.close()
         await self._publisher.close()
         await self._link.close()
@@ -141,10 +141,10 @@ class RabbitTransport:
             await keeper.start()
         except Exception as exc:
             raise broker_error(exc, f"declaring and consuming queue {queue!r}") from None
-        self._keepers.add(keeper)
+        self._consumers.add(consumer)
 
         async def on_close() -> None:
-            self._keepers.discard(keeper)
+            self._consumers.discard(consumer)
             await keeper.close()
             if ephemeral:  # its queue went with its consumer; its dead letters go too
                 with contextlib.suppress(Exception):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
 
 import aio_pika
 import anyio
@@ -332,3 +333,26 @@ async def test_an_ephemeral_group_gets_new_messages_and_leaves_nothing_behind(
     prefix = f"{transport.config.exchange}:{group}:{topic}"
     queues, _ = await anyio.to_thread.run_sync(run_names, prefix)
     assert queues == [], "nothing left behind"
+
+
+async def test_closing_the_transport_ends_its_consumers_and_inboxes(
+    rabbitmq_url: str, names: tuple[str, str]
+) -> None:
+    topic, group = names
+    t = RabbitTransport(rabbitmq_url)
+    await t.connect()
+    consumer = await t.consume(topic, group, prefetch=5)
+    inbox = await t.open_inbox()
+    ended: list[str] = []
+
+    async def drain(name: str, it: AsyncIterator[object]) -> None:
+        async for _ in it:
+            pass
+        ended.append(name)
+
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drain, "consumer", consumer)
+            tg.start_soon(drain, "inbox", inbox)
+            await t.close()
+    assert sorted(ended) == ["consumer", "inbox"]
