@@ -84,7 +84,10 @@ class Link:
             self._reconnect.cancel()
             await asyncio.gather(self._reconnect, return_exceptions=True)
         if self._conn is not None:
-            await self._conn.close()
+            try:
+                await self._conn.close()
+            except Exception as exc:  # already gone: nothing left to close
+                log.debug("closing the connection to %s: %s", self.config.redacted, exc)
 
     async def _adopt(self, conn: AbstractConnection) -> None:
         await self._on_connect(conn)

@@ -8,6 +8,7 @@ objects. See topology.py for what is declared, link.py for reconnection.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -108,25 +109,7 @@ class RabbitTransport:
         dlq = f"{queue}:dlq" if ephemeral else topology.dead_letter_queue(self.config, topic, group)
         count = self.config.prefetch or prefetch
 
-        async def resend(message: Message, delay: float | None) -> None:
-            if delay is None:
-                target = dlq
-            elif delay <= 0:
-                target = queue
-            else:
-                target = await self._topology.delay_queue(
-                    await self._publisher.current(), queue, delay
-                )
-            await publish(
-                self._publisher,
-                message.body,
-                properties(message),
-                exchange="",
-                routing_key=target,
-                mandatory=True,
-            )
-
-        consumer = RabbitConsumer(resend)
+        consumer = RabbitConsumer(functools.partial(self._resend, queue=queue, dlq=dlq))
 
         async def setup(channel: AbstractChannel) -> None:
             if ephemeral:
@@ -152,6 +135,25 @@ class RabbitTransport:
 
         consumer.attach(on_close)
         return consumer
+
+    async def _resend(self, message: Message, delay: float | None, *, queue: str, dlq: str) -> None:
+        """Publish a settled delivery's copy, confirmed: to ``dlq`` (delay None), straight
+        back to ``queue`` (delay 0), or through a delay queue that returns it there."""
+        if delay is None:
+            target = dlq
+        elif delay <= 0:
+            target = queue
+        else:
+            channel = await self._publisher.current()
+            target = await self._topology.delay_queue(channel, queue, delay)
+        await publish(
+            self._publisher,
+            message.body,
+            properties(message),
+            exchange="",
+            routing_key=target,
+            mandatory=True,
+        )
 
     async def open_inbox(self) -> RabbitInbox:
         inbox = RabbitInbox()
