@@ -57,7 +57,7 @@ async def consume(
     prefetch: int,
 ) -> None:
     """Consume ``count`` messages already in ``queue_name``: decode, handle, ack."""
-    decode = msgspec.json.Decoder(payload_type).decode
+    decode: Callable[[bytes], Any] = msgspec.json.Decoder(payload_type).decode
     conn = await aio_pika.connect(url)
     done = asyncio.Event()
     seen = 0
@@ -85,7 +85,7 @@ class Responder:
 
     def __init__(self, url: str, queue_name: str, request_type: type, handler: Any) -> None:
         self._url, self._queue_name = url, queue_name
-        self._decode = msgspec.json.Decoder(request_type).decode
+        self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(request_type).decode
         self._encode = msgspec.json.Encoder().encode
         self._handler = handler
         self._conn: aio_pika.abc.AbstractConnection | None = None
@@ -120,7 +120,7 @@ class Requester:
 
     def __init__(self, url: str, exchange_name: str, response_type: type) -> None:
         self._url, self._exchange_name = url, exchange_name
-        self._decode = msgspec.json.Decoder(response_type).decode
+        self._decode: Callable[[bytes], Any] = msgspec.json.Decoder(response_type).decode
         self._encode = msgspec.json.Encoder().encode
         self._pending: dict[str, asyncio.Future[Any]] = {}
         self._conn: aio_pika.abc.AbstractConnection | None = None
