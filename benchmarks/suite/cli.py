@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    # tansu refuses idempotent producers; aiokafka logs each refusal as an error.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     plan = QUICK if args.quick else FULL
     draw = not (args.quick or args.no_plots)
     if draw:
@@ -51,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         notes.append("--quick: small sizes (one message size, fewer levels); plots skipped")
     notes += [n for n in plan_notes(plan, args.adapters)]
     errors: list[str] = []
+    timings: dict[str, float] = {}
     total = sum(points(plan, a, args.only) for a in args.adapters)
     progress = Progress(total)
     brokers = Brokers()
@@ -58,7 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         brokers.start(args.adapters)
         results = asyncio.run(
-            runner.run(args.adapters, plan, brokers, args.only, args.peers, progress, notes, errors)
+            runner.run(
+                args.adapters,
+                plan,
+                brokers,
+                args.only,
+                args.peers,
+                progress,
+                notes,
+                errors,
+                timings,
+            )
         )
     finally:
         progress.close()
@@ -76,9 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         "only": args.only,
         "peers": args.peers,
         "duration_s": round(duration, 1),
+        "scenario_seconds": timings,
     }
     json_path, md_path = report.write(args.out, results, meta, notes, errors)
     print(report.markdown(results, notes, errors))
+    slowest = sorted(timings.items(), key=lambda kv: -kv[1])[:5]
+    print("slowest: " + ", ".join(f"{k} {v:.0f}s" for k, v in slowest))
     print(f"{len(results)} results in {duration:.0f}s: {json_path} and {md_path}")
     if draw:
         for path in plots.draw(results, args.out, json_path.stem):

@@ -14,6 +14,7 @@ class Plan:
     concurrencies: tuple[int, ...]
     concurrency_per_level: int  # messages per unit of concurrency...
     concurrency_cap: dict[str, int]  # ...up to this many
+    concurrency_min: int  # ...and at least this many
     processes: tuple[int, ...]
     processes_n: int
     partitions: tuple[int, ...]
@@ -43,6 +44,7 @@ FULL = Plan(
     concurrencies=(1, 4, 16, 64, 256),
     concurrency_per_level=200,
     concurrency_cap={"memory": 20_000, "rabbitmq": 6_000, "kafka": 6_000},
+    concurrency_min=300,
     processes=(1, 2),
     processes_n=6_000,
     partitions=(1, 4, 16),
@@ -65,14 +67,15 @@ QUICK = Plan(
     publish_n={"memory": 1_000, "rabbitmq": 300, "kafka": 300},
     consume_n={"memory": 1_000, "rabbitmq": 300, "kafka": 300},
     consume_concurrency=64,
-    concurrencies=(1, 64),
+    concurrencies=(1, 16),
     concurrency_per_level=20,
-    concurrency_cap={"memory": 1_000, "rabbitmq": 500, "kafka": 500},
+    concurrency_cap={"memory": 1_000, "rabbitmq": 300, "kafka": 300},
+    concurrency_min=50,
     processes=(1,),
     processes_n=200,
     partitions=(1, 4),
     partitions_n=200,
-    topics={"memory": (1, 100), "rabbitmq": (1, 10), "kafka": (1, 4)},
+    topics={"memory": (1, 100), "rabbitmq": (1, 4), "kafka": (1, 4)},
     topics_n={"memory": 1_000, "rabbitmq": 300, "kafka": 200},
     latency_rate={"memory": 1_000.0, "rabbitmq": 500.0, "kafka": 500.0},
     latency_n={"memory": 200, "rabbitmq": 100, "kafka": 100},

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -49,7 +50,7 @@ def peer_for(adapter: str, brokers: Brokers, notes: list[str]) -> Any | None:
 
 async def run(
     adapters: list[str], plan: Plan, brokers: Brokers, only: str | None, peers: bool,
-    progress: Progress, notes: list[str], errors: list[str],
+    progress: Progress, notes: list[str], errors: list[str], timings: dict[str, float],
 ) -> list[Result]:  # fmt: skip
     results: list[Result] = []
     for adapter in adapters:
@@ -60,10 +61,12 @@ async def run(
             if only is not None and name != only:
                 continue
             progress.show(f"{adapter} {name}...")
+            started = time.monotonic()
             try:
                 results += await scenario(ctx)
             except Exception as exc:
                 errors.append(f"{adapter} {name}: {type(exc).__name__}: {exc}")
                 print(f"\n{adapter} {name} failed:", file=sys.stderr)
                 traceback.print_exc()
+            timings[f"{adapter} {name}"] = round(time.monotonic() - started, 1)
     return results

@@ -87,7 +87,8 @@ async def concurrency(ctx: Context) -> list[Result]:
     out = []
     plan = ctx.plan
     for c in plan.concurrencies:
-        n = min(plan.concurrency_cap[ctx.adapter], max(200, c * plan.concurrency_per_level))
+        n = max(plan.concurrency_min, c * plan.concurrency_per_level)
+        n = min(plan.concurrency_cap[ctx.adapter], n)
 
         async def one(side: Any, c: int = c, n: int = n) -> float:
             job = ConsumeJob({_topic("conc"): payloads(n, 256)}, c, io_1ms)

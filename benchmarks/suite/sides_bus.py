@@ -92,8 +92,8 @@ class BusSide:
             service.subscribe(topic, concurrency=job.concurrency, retry=retry)(
                 _subscriber(tracker, topic)
             )
-        await self._declare(url, service)
-        async with _bus(url) as b:
+        # One bus subscribes, then fills the queues while the gate holds its handlers.
+        async with _bus(url, [service]) as b:
             pairs = job.interleaved()
 
             async def send(i: int) -> None:
@@ -101,7 +101,6 @@ class BusSide:
                 await b.publish(topic, p)
 
             await drive.calls_in_flight(len(pairs), WINDOW, send)
-        async with _bus(url, [service]):
             return await tracker.run(job.timeout)
 
     async def round_trips(self, n: int, in_flight: int, size_items: list[Payload]) -> float:

@@ -86,6 +86,7 @@ async def consume_loop(
     finally:
         for batch, _, _ in pending:
             batch.cancel()
+        await asyncio.gather(*(batch for batch, _, _ in pending), return_exceptions=True)
         await consumer.stop()
 
 
