@@ -6,7 +6,7 @@ as ``python -m services.demo``.
 | --- | --- | --- |
 | ``BUS_URL`` | the broker | ``memory://`` |
 | ``SHOP_STYLE`` | ``choreography`` or ``orchestration`` | ``choreography`` |
-| ``SHOP_PREFIX`` | namespace put before every topic, e.g. ``staging.`` | none |
+| ``SHOP_PREFIX`` | namespace put before every topic and group, e.g. ``staging.`` | none |
 | ``SHOP_API_KEY`` | the key the gateway wants in ``X-API-Key`` | ``dev-key`` |
 | ``SHOP_STOCK`` | initial stock, ``sku=count,sku=count`` | ``widget=100000,gadget=100000`` |
 | ``SHOP_PAYMENT_FLAKY`` | share of charge attempts that fail transiently (0..1) | ``0`` |
@@ -117,6 +117,11 @@ class Config:
     def topic(self, name: str) -> str:
         """The deployment's name for topic ``name`` (one of services.contracts')."""
         return self.prefix + name
+
+    def name(self, service: str) -> str:
+        """The deployment's name for ``service``, also its consumer group: groups are
+        broker-wide on Kafka, so deployments sharing a broker must not share them."""
+        return self.prefix + service
 
     def retry(self) -> bus.Retry:
         """The retry policy of every subscription in the shop."""

@@ -28,7 +28,7 @@ class Inventory:
         self.reservations: dict[str, list[c.Line]] = {}
         self.refused: dict[str, str] = {}  # order id -> why it got no stock
         self.released: set[str] = set()
-        self.service = bus.Service("inventory")
+        self.service = bus.Service(cfg.name("inventory"))
         t, retry = cfg.topic, cfg.retry()
         if cfg.style == "choreography":
             self.service.subscribe(t(c.ORDER_PLACED), retry=retry)(self.on_placed)

@@ -16,7 +16,7 @@ log = logging.getLogger("services.notifications")
 class Notifications:
     def __init__(self, cfg: Config) -> None:
         self.sent: Counter[str] = Counter()  # this process's messages, by order status
-        self.service = bus.Service("notifications")
+        self.service = bus.Service(cfg.name("notifications"))
         for topic in (c.ORDER_CONFIRMED, c.ORDER_FAILED):
             self.service.subscribe(cfg.topic(topic), retry=cfg.retry())(self.on_settled)
 

@@ -29,7 +29,7 @@ class Orders:
         self.cfg = cfg
         self.store: dict[str, c.Order] = {}
         self._settled: dict[str, anyio.Event] = {}
-        self.service = bus.Service("orders")
+        self.service = bus.Service(cfg.name("orders"))
         self._subscribe(self.service)
 
     def _subscribe(self, service: bus.Service) -> None:

@@ -32,7 +32,7 @@ class Payments:
         self.cfg = cfg
         self.random = random.Random(seed)
         self.counts: Counter[str] = Counter()  # this process's charges, by outcome
-        self.service = bus.Service("payments")
+        self.service = bus.Service(cfg.name("payments"))
         t = cfg.topic
         if cfg.style == "choreography":
             self.service.subscribe(t(c.STOCK_RESERVED), retry=cfg.retry())(self.on_reserved)
