@@ -1,7 +1,7 @@
 """Kafka: the bus side by side with raw aiokafka doing the same work, in one run, on a
 tansu broker the run starts for itself.
 
-    .venv/bin/python -m benchmarks.kafka            # the full run (~2 minutes)
+    .venv/bin/python -m benchmarks.kafka            # the full run (~4 minutes)
     .venv/bin/python -m benchmarks.kafka --quick    # a smoke run of a few seconds
 
 Cases: publish throughput (acks=all, 100 in flight), consume throughput (decode into a
@@ -62,7 +62,7 @@ class Sizes:
     concurrency: int = 1
 
 
-FULL = Sizes(publish=20_000, consume=20_000, rr1=1_000, rr32=5_000, rounds=3)
+FULL = Sizes(publish=30_000, consume=50_000, rr1=1_000, rr32=5_000, rounds=5)
 QUICK = Sizes(publish=2_000, consume=2_000, rr1=100, rr32=500, rounds=1)
 
 
@@ -224,7 +224,7 @@ async def run(broker: raw.Tansu, sizes: Sizes, only: str | None = None) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run of a few seconds")
-    parser.add_argument("--rounds", type=int, help="rounds per case (default 3, quick 1)")
+    parser.add_argument("--rounds", type=int, help="rounds per case (default 5, quick 1)")
     parser.add_argument("--only", help="run only the cases whose name contains this")
     parser.add_argument("--concurrency", type=int, help="the bus consumer's handler concurrency")
     args = parser.parse_args()

@@ -1,13 +1,13 @@
 """One member of a consumer group on a topic and on its group's retry topic.
 
 A fetch loop reads ahead (up to ``read_ahead`` records) into a ready queue; records from
-the retry topic wait on a timer until they are due. ``__anext__`` hands records out in
-the order read, so one partition's records go out in offset order. Offsets are committed
-per partition up to the first record not yet settled (see offsets.py): periodically, on
-revocation and on close. On revocation the partition's unread records are dropped and
-the rebalance waits until its handed-out records are settled (the rest of the group
-waits too, up to the broker's rebalance timeout), so no two members handle one record at
-once; closing ends that wait and leaves what is unsettled to the next owner.
+the retry topic wait on a timer until they are due. ``poll``/``__anext__`` hand records
+out in the order read, so one partition's records go out in offset order. Offsets are
+committed per partition up to the first record not yet settled (see offsets.py):
+periodically, on revocation and on close. On revocation the partition's unread records
+are dropped and the rebalance waits until its handed-out records are settled (the rest
+of the group waits too, up to the broker's rebalance timeout), so no two members handle
+one record at once; closing ends that wait and leaves what is unsettled to the next owner.
 """
 
 from __future__ import annotations
@@ -30,9 +30,25 @@ from bus.message import Message
 
 log = logging.getLogger("bus.kafka")
 
-Item = tuple[TopicPartition, int, int, Message]  # partition, epoch, offset, message
 Resend = Callable[[Message, float | None], Awaitable[None]]
 """Produce a copy: to the retry topic due in ``delay`` seconds, or (None) to the DLQ."""
+
+
+class Partition:
+    """One assignment of one partition to this member; dead once revoked."""
+
+    __slots__ = ("committed", "held", "live", "offsets", "timers", "tp")
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp = tp
+        self.live = True
+        self.offsets = PartitionOffsets()
+        self.held = 0  # handed out, not settled
+        self.committed = -1
+        self.timers: dict[int, asyncio.TimerHandle] = {}  # retry records not yet due
+
+
+Item = tuple[Partition, int, Message]  # partition, offset, message
 
 
 class KafkaConsumer:
@@ -64,17 +80,11 @@ class KafkaConsumer:
         self._ready: deque[Item] = deque()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
-        self._timers: dict[TopicPartition, dict[int, asyncio.TimerHandle]] = {}
-        self._waiting = 0  # records on timers
         self._low_water = config.read_ahead // 2
+        self._waiting = 0  # retry records on timers
         self._paused: set[TopicPartition] = set()  # retry partitions, while many wait
-        self._assigned: set[TopicPartition] = set()  # records of these are handed out
-        self._epochs: dict[TopicPartition, int] = {}
-        self._offsets: dict[TopicPartition, PartitionOffsets] = {}
-        self._held: dict[TopicPartition, int] = {}  # handed out, not settled
-        self._committed: dict[TopicPartition, int] = {}
+        self._parts: dict[TopicPartition, Partition] = {}  # assigned now
         self._settled = asyncio.Event()
-        self._epoch = 0
         self._dirty = False
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
@@ -96,13 +106,13 @@ class KafkaConsumer:
         """The next delivery if one is at hand, else None (the core's fast path)."""
         ready = self._ready
         while ready:
-            tp, epoch, offset, message = ready.popleft()
-            if self._epochs.get(tp) != epoch:
+            part, offset, message = ready.popleft()
+            if not part.live:
                 continue
-            self._held[tp] += 1
+            part.held += 1
             if len(ready) <= self._low_water:
                 self._room.set()
-            return KafkaDelivery(self, tp, epoch, offset, message)
+            return KafkaDelivery(self, part, offset, message)
         return None
 
     async def __anext__(self) -> KafkaDelivery:
@@ -116,14 +126,14 @@ class KafkaConsumer:
             self._wake.clear()
             await self._wake.wait()
 
-    def settle(self, tp: TopicPartition, epoch: int, offset: int) -> None:
+    def settle(self, part: Partition, offset: int) -> None:
         """A handed-out record is done with (acked, retried or dead-lettered)."""
-        if self._epochs.get(tp) != epoch:
+        if not part.live:
             return  # revoked meanwhile: its next owner gets it again
-        self._offsets[tp].settle(offset)
-        self._held[tp] -= 1
+        part.offsets.settle(offset)
+        part.held -= 1
         self._dirty = True
-        if self._held[tp] == 0:
+        if not part.held:
             self._settled.set()
 
     # -- reading -------------------------------------------------------------------
@@ -137,9 +147,8 @@ class KafkaConsumer:
                 self._room.clear()
                 await self._room.wait()
                 continue
-            room = limit - buffered
             try:
-                batches = await self._client.getmany(timeout_ms=1000, max_records=room)
+                batches = await self._client.getmany(timeout_ms=1000, max_records=limit - buffered)
             except ConsumerStoppedError:
                 return
             except Exception as exc:  # aiokafka reconnects; this loop must not die
@@ -154,42 +163,44 @@ class KafkaConsumer:
     def _accept(self, batches: dict[TopicPartition, list[object]]) -> None:
         now_ms = time.time() * 1000
         loop = asyncio.get_running_loop()
+        ready = self._ready
         for tp, records in batches.items():
-            if tp not in self._assigned:
+            part = self._parts.get(tp)
+            if part is None:
                 continue
-            epoch, offsets = self._epochs[tp], self._offsets[tp]
+            offsets = part.offsets
             for record in records:
                 offset: int = record.offset  # type: ignore[attr-defined]
                 try:
                     offsets.take(offset)
                 except ValueError:  # the position went back (a reset): start afresh
-                    offsets = self._offsets[tp] = PartitionOffsets()
+                    offsets = part.offsets = PartitionOffsets()
                     offsets.take(offset)
                 message, due = from_record(record)
-                item = (tp, epoch, offset, message)
                 if due is not None and due > now_ms:
                     delay = (due - now_ms) / 1000 + 0.001
-                    handle = loop.call_later(delay, self._release, item)
-                    self._timers.setdefault(tp, {})[offset] = handle
+                    item = (part, offset, message)
+                    part.timers[offset] = loop.call_later(delay, self._release, item)
                     self._waiting += 1
                 else:
-                    self._ready.append(item)
-        if self._ready:
+                    ready.append((part, offset, message))
+        if ready:
             self._wake.set()
         if self._waiting >= self._config.read_ahead and not self._paused:
             # Enough retries wait in memory: read no more of the retry topic for now (the
             # main topic keeps flowing).
-            self._paused = {tp for tp in self._assigned if tp.topic == self._topics[1]}
+            self._paused = {tp for tp in self._parts if tp.topic == self._topics[1]}
             self._client.pause(*self._paused)
 
     def _release(self, item: Item) -> None:
         """A retry record is due: hand it out next."""
+        part, offset, _ = item
         self._waiting -= 1
-        self._timers.get(item[0], {}).pop(item[2], None)
+        part.timers.pop(offset, None)
         self._ready.append(item)
         self._wake.set()
         if self._paused and self._waiting <= self._low_water:
-            self._client.resume(*(self._paused & self._assigned))
+            self._client.resume(*(self._paused & self._parts.keys()))
             self._paused = set()
 
     # -- committing ----------------------------------------------------------------
@@ -199,17 +210,16 @@ class KafkaConsumer:
         while not self._closed:
             await asyncio.sleep(interval)
             if self._dirty:
-                await self.commit(set(self._assigned))
+                await self.commit(list(self._parts.values()))
 
-    async def commit(self, partitions: set[TopicPartition]) -> None:
-        """Commit, for each of ``partitions``, the offset below which all is settled."""
+    async def commit(self, parts: list[Partition]) -> None:
+        """Commit, for each of ``parts``, the offset below which all is settled."""
         self._dirty = False
         offsets: dict[TopicPartition, int] = {}
-        for tp in partitions:
-            tracker = self._offsets.get(tp)
-            position = tracker.position if tracker is not None else None
-            if position is not None and position > self._committed.get(tp, -1):
-                offsets[tp] = position
+        for part in parts:
+            position = part.offsets.position
+            if position is not None and position > part.committed:
+                offsets[part.tp] = position
         if not offsets:
             return
         try:
@@ -218,39 +228,33 @@ class KafkaConsumer:
             self._dirty = True
             log.debug("commit on %s deferred: %s", self._topics[0], exc)
             return
-        for tp, position in offsets.items():
-            if position > self._committed.get(tp, -1):
-                self._committed[tp] = position
+        for part in parts:
+            part.committed = max(part.committed, offsets.get(part.tp, -1))
 
     # -- rebalancing ---------------------------------------------------------------
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
-        gone = partitions & self._assigned
-        self._assigned -= gone
-        self._ready = deque(item for item in self._ready if item[0] not in gone)
-        for tp in gone:
-            for handle in self._timers.pop(tp, {}).values():
+        gone = [self._parts.pop(tp) for tp in partitions if tp in self._parts]
+        for part in gone:
+            for handle in part.timers.values():
                 handle.cancel()
                 self._waiting -= 1
+            part.timers.clear()
+        dropped = {part.tp for part in gone}
+        self._ready = deque(item for item in self._ready if item[0].tp not in dropped)
         self._room.set()
-        while not self._closed and any(self._held.get(tp, 0) for tp in gone):
+        while not self._closed and any(part.held for part in gone):
             self._settled.clear()
             await self._settled.wait()
         await self.commit(gone)
-        for tp in gone:
-            self._epochs.pop(tp, None)
-            self._offsets.pop(tp, None)
-            self._held.pop(tp, None)
-            self._committed.pop(tp, None)
+        for part in gone:
+            part.live = False
 
     def assigned_now(self, partitions: set[TopicPartition]) -> None:
         self._paused -= partitions  # a new assignment starts unpaused
-        for tp in partitions - self._assigned:
-            self._epoch += 1
-            self._epochs[tp] = self._epoch
-            self._offsets[tp] = PartitionOffsets()
-            self._held[tp] = 0
-            self._assigned.add(tp)
+        for tp in partitions:
+            if tp not in self._parts:
+                self._parts[tp] = Partition(tp)
         self.assigned.set()
 
     # -- closing -------------------------------------------------------------------
@@ -268,14 +272,17 @@ class KafkaConsumer:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        for timers in self._timers.values():
-            for handle in timers.values():
+        parts = list(self._parts.values())
+        for part in parts:
+            for handle in part.timers.values():
                 handle.cancel()
-        self._timers.clear()
         try:
-            await self.commit(set(self._assigned))
+            await self.commit(parts)
         finally:
-            self._epochs.clear()
+            for part in parts:
+                part.live = False
+            self._parts.clear()
+            self._ready.clear()
             self._on_close(self)
             await self._client.stop()
 

@@ -6,12 +6,10 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from aiokafka import TopicPartition
-
 from bus.message import Message
 
 if TYPE_CHECKING:
-    from adapters.kafka.consumer import KafkaConsumer
+    from adapters.kafka.consumer import KafkaConsumer, Partition
 
 
 class KafkaDelivery:
@@ -20,28 +18,22 @@ class KafkaDelivery:
     ``redeliveries`` is always 0: Kafka does not count how often a record was read.
     """
 
-    __slots__ = ("_consumer", "_epoch", "_offset", "_settled", "_tp", "message", "redeliveries")
+    __slots__ = ("_consumer", "_offset", "_part", "_settled", "message", "redeliveries")
 
     def __init__(
-        self,
-        consumer: KafkaConsumer,
-        tp: TopicPartition,
-        epoch: int,
-        offset: int,
-        message: Message,
+        self, consumer: KafkaConsumer, part: Partition, offset: int, message: Message
     ) -> None:
         self.message = message
         self.redeliveries = 0
         self._consumer = consumer
-        self._tp = tp
-        self._epoch = epoch
+        self._part = part
         self._offset = offset
         self._settled = False
 
     async def ack(self) -> None:
         if not self._settled:
             self._settled = True
-            self._consumer.settle(self._tp, self._epoch, self._offset)
+            self._consumer.settle(self._part, self._offset)
 
     async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
         await self._resend(dict(headers), max(0.0, delay))
@@ -58,7 +50,7 @@ class KafkaDelivery:
         except BaseException:
             self._settled = False  # not settled: left for redelivery
             raise
-        self._consumer.settle(self._tp, self._epoch, self._offset)
+        self._consumer.settle(self._part, self._offset)
 
 
 def due_ms(delay: float) -> int:
