@@ -9,6 +9,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
+import httpx
 import pytest
 
 from services.config import Config
@@ -43,4 +45,19 @@ async def running_shop(cfg: Config, *, seed: int = 7) -> AsyncIterator[tuple[Sho
     gateway's base URL."""
     shop = Shop(cfg, seed=seed)
     async with shop.bus(), serving(cfg) as base_url:
+        await wait_healthy(base_url)
         yield shop, base_url
+
+
+async def wait_healthy(base_url: str, deadline: float = 60.0) -> None:
+    """Until ``GET /health`` says 200: the gateway reaches orders through the bus and
+    back (on Kafka a new reply inbox takes a group assignment first)."""
+    async with httpx.AsyncClient(base_url=base_url, timeout=10.0) as http:
+        with anyio.fail_after(deadline):
+            while True:
+                try:
+                    if (await http.get("/health")).status_code == 200:
+                        return
+                except httpx.TransportError:
+                    pass  # not listening yet
+                await anyio.sleep(0.1)

@@ -25,7 +25,7 @@ from services import contracts as c
 from services.config import STYLES, Config, Style
 from services.load import Outcome, run_load
 from services.payments import UNAVAILABLE
-from tests.services.conftest import shop_config
+from tests.services.conftest import shop_config, wait_healthy
 
 START_DEADLINE = 60.0
 REASONS = {"", "card declined", UNAVAILABLE}
@@ -126,6 +126,7 @@ async def test_a_payments_instance_killed_mid_load_loses_no_order(
     outcomes: list[Outcome] = []
     with deployment(cfg, tmp_path) as (procs, base_url):
         await wait_ready(procs)
+        await wait_healthy(base_url)
 
         async def load() -> None:
             outcomes.extend(
