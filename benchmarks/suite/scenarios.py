@@ -41,8 +41,10 @@ class Context:
         for role, side in self.sides():
             try:
                 out[role] = await fn(side)
-            except NotImplementedError:  # a peer that does not support this case
-                continue
+            except NotImplementedError as exc:  # a peer that does not support this case
+                note = f"{self.adapter}: {side.name} left out of a case: {exc}"
+                if note not in self.notes:
+                    self.notes.append(note)
         return out
 
     def result(self, scenario: str, case: str, param: float | str, unit: str, got: dict[str, Any],
