@@ -9,7 +9,8 @@ Query options the adapter reads (all optional); any other query parameter (``hea
 - ``confirm``: ``true`` (default) waits for publisher confirms; ``false`` returns once
   written to the socket, which gives up the guarantee that ``publish`` means "held"
 - ``max_length``: a group's queue holds at most this many ready messages; RabbitMQ
-  refuses (nacks) publishes beyond, and ``publish`` raises PublishError
+  refuses (nacks) publishes beyond, and ``publish`` raises PublishError. Beware: a
+  retry coming back from its delay queue into a full queue is dropped by RabbitMQ
 - ``heartbeat``: seconds between AMQP heartbeats (aio-pika's default 60)
 """
 
