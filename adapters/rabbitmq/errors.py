@@ -41,7 +41,19 @@ def publish_error(exc: BaseException, where: str) -> BusError:
     return PublishError(f"publishing to {where} failed: {type(exc).__name__}: {exc}")
 
 
-def connection_lost(exc: BaseException, redacted_url: str) -> ConnectionLost:
+def connection_lost(exc: BaseException, redacted_url: str) -> BusError:
+    """The error for a first connect that failed: ConfigError when the broker answered
+    but refused us (login, vhost), ConnectionLost when it could not be reached."""
+    if isinstance(exc, amqp.AuthenticationError | amqp.ProbableAuthenticationError):
+        return ConfigError(
+            f"RabbitMQ at {redacted_url} refused the login ({exc}); "
+            "check the user and password in the URL"
+        )
+    if isinstance(exc, amqp.InvalidFrameError):  # Connection.Close instead of OpenOk
+        return ConfigError(
+            f"RabbitMQ at {redacted_url} refused to open the connection ({exc}); "
+            "check the vhost in the URL's path and the user's permissions on it"
+        )
     detail = str(exc) or type(exc).__name__
     return ConnectionLost(f"cannot reach RabbitMQ at {redacted_url}: {detail}")
 

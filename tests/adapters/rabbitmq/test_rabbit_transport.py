@@ -35,6 +35,19 @@ async def test_first_connect_fails_loudly_naming_the_redacted_url() -> None:
     assert "hunter2" not in str(info.value) and "hunter2" not in repr(t)
 
 
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        ("amqp://guest:hunter2@127.0.0.1:5672/", "user and password"),
+        ("amqp://guest:guest@127.0.0.1:5672/no-such-vhost", "vhost"),
+    ],
+)
+async def test_a_refused_login_or_vhost_is_a_config_error(url: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says) as info:
+        await RabbitTransport(url).connect()
+    assert "hunter2" not in str(info.value)
+
+
 async def test_round_trip_maps_every_field(
     transport: RabbitTransport, names: tuple[str, str]
 ) -> None:
