@@ -285,7 +285,14 @@ async def test_quorum_queues_count_redeliveries(rabbitmq_url: str, names: tuple[
         again = await t.consume(topic, group, prefetch=5)
         d = await take(again)
         assert d.redeliveries >= 1
-        await d.ack()
+        await d.dead_letter({"bus-dlq-reason": "failed"})
+        for _ in range(2):  # browsing leaves them, in order, with no broker headers
+            letters = [m async for m in t.dead_letters(topic, group)]
+            assert [m.headers for m in letters] == [{"bus-dlq-reason": "failed"}]
+        assert await t.replay(topic, group) == 1
+        back = await take(again)
+        assert back.message.headers == {"bus-dlq-reason": "failed"}
+        await back.ack()
         await again.close()
     finally:
         await t.close()
