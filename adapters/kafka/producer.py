@@ -18,6 +18,10 @@ log = logging.getLogger("bus.kafka")
 
 MAX_REQUEST_SIZE = 2 * 1024 * 1024  # the core caps bodies at max_message_size (1 MiB)
 
+# Clusters (by bootstrap list) that refused an idempotent producer in this process: asked
+# once, so aiokafka's error log of the refusal appears once, not on every connect.
+_REFUSED: set[tuple[str, ...]] = set()
+
 
 class Producer:
     def __init__(self, config: KafkaConfig) -> None:
@@ -35,6 +39,10 @@ class Producer:
         )
 
     async def start(self) -> None:
+        cluster = tuple(self._config.bootstrap_servers)
+        if cluster in _REFUSED:
+            await self._start_plain()
+            return
         producer = self._new(idempotent=True)
         try:
             await producer.start()
@@ -46,12 +54,18 @@ class Producer:
             # The broker refused InitProducerId (tansu does): plain acks=all it is.
             await producer.stop()
             log.info("idempotent producer refused by %s (%s)", self._config.redacted, exc)
-            producer = self._new(idempotent=False)
-            try:
-                await producer.start()
-            except KafkaError as exc2:
-                await producer.stop()
-                raise ConnectionLost(f"cannot connect to {self._config.redacted}: {exc2}") from None
+            _REFUSED.add(cluster)
+            await self._start_plain()
+            return
+        self._producer = producer
+
+    async def _start_plain(self) -> None:
+        producer = self._new(idempotent=False)
+        try:
+            await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            raise ConnectionLost(f"cannot connect to {self._config.redacted}: {exc}") from None
         self._producer = producer
 
     async def stop(self) -> None:
