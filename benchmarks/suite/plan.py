@@ -27,6 +27,7 @@ class Plan:
     rr_n: dict[str, dict[int, int]]
     failing_n: dict[str, int]
     fail_every: int = 10
+    rounds: int = 1  # per point, alternating sides; each side's best counts
     windows: dict[str, int] = field(default_factory=lambda: {"memory": 1})
     window: int = 100
 
@@ -60,6 +61,7 @@ FULL = Plan(
         "kafka": {1: 300, 32: 3_000},
     },
     failing_n={"memory": 5_000, "rabbitmq": 3_000, "kafka": 3_000},
+    rounds=2,
 )
 
 QUICK = Plan(

@@ -9,6 +9,7 @@ when its stdin closes, or after MAX_LIFETIME seconds in any case.
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
@@ -51,5 +52,6 @@ async def main(url: str, topic: str, group: str, concurrency: int) -> None:
 
 
 if __name__ == "__main__":
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # tansu refuses idempotence
     url, topic, group, concurrency = sys.argv[1:5]
     anyio.run(main, url, topic, group, int(concurrency))
