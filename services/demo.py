@@ -2,8 +2,10 @@
 port, and a load of orders through its HTTP API, some with failing payments; then a
 summary. ``python -m services.demo [--url URL] [--style S] [--orders N] [--serve]``.
 
-``--url`` (or ``$BUS_URL``) moves it to RabbitMQ or Kafka unchanged. Exits 1 if any order
-did not reach a final state or the stock does not add up.
+``--url`` (or ``$BUS_URL``) moves it to RabbitMQ or Kafka unchanged. Each run names its
+topics and groups afresh (prefix ``demo-XXXXXX.``) so an earlier run's messages never mix
+in; a persistent broker keeps those (drained) queues or topics afterwards. Exits 1 if any
+order did not reach a final state or the stock does not add up.
 """
 
 from __future__ import annotations
