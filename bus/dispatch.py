@@ -20,7 +20,7 @@ from bus import codec, logs
 from bus.context import Context
 from bus.dead_letter import type_name
 from bus.errors import DecodeError
-from bus.message import ATTEMPT, Message
+from bus.message import ATTEMPT, DEADLINE, Message
 from bus.outcome import classify, settle_failure
 from bus.service import Subscription
 from bus.transport import Consumer, Delivery
@@ -127,6 +127,9 @@ class Runner:
         logs.current.set((message.id, message.correlation_id, sub.topic, sub.group))
         raw_attempt = message.headers.get(ATTEMPT)
         attempt = (int(raw_attempt) if raw_attempt else 1) + delivery.redeliveries
+        if sub.reply and self._expired(message):
+            await delivery.ack()
+            return
         tel = self._telemetry
         if tel.tracing or tel.metering:
             await self._handle_observed(delivery, message, attempt)
@@ -185,6 +188,24 @@ class Runner:
         finally:
             tel.track_in_flight(-1, attrs)
             tel.timed(sub.topic, sub.group, started)
+
+    def _expired(self, message: Message) -> bool:
+        """A request whose caller stopped waiting: answering it would only repeat its
+        side effects for nobody."""
+        deadline = message.headers.get(DEADLINE)
+        if deadline is None:
+            return False
+        try:
+            expired = time.time() > float(deadline)
+        except ValueError:
+            return False
+        if expired:
+            log.info(
+                "skipped request %s on %s: its caller stopped waiting at %s",
+                message.id, self._sub.topic, deadline,
+                extra={"message_id": message.id, "topic": self._sub.topic},
+            )  # fmt: skip
+        return expired
 
     async def _failed(self, delivery: Delivery, exc: Exception, attempt: int) -> float | None:
         sub = self._sub

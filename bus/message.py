@@ -21,6 +21,7 @@ PAYLOAD_TYPE = "bus-payload-type"
 ATTEMPT = "bus-attempt"  # present only on retried copies; absent means 1
 FIRST_FAILED_AT = "bus-first-failed-at"  # present only on retried copies
 REQUEST_ID = "bus-request-id"  # on a reply: the id of the request it answers
+DEADLINE = "bus-deadline"  # on a request: UNIX time (s) after which nobody waits for it
 ERROR_TYPE = "bus-error-type"  # on an error reply: module.QualName of the responder's error
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"

@@ -82,6 +82,7 @@ class Announcer:
     def __init__(self, bus: Bus, services: list[Service], interval: float) -> None:
         self._bus = bus
         self._interval = interval
+        self._scope = anyio.CancelScope()
         started = now_rfc3339()
         host = socket.gethostname()
         instance = uuid.uuid4().hex[:12]
@@ -105,14 +106,18 @@ class Announcer:
             await self._bus.publish(TOPIC, msgspec.structs.replace(a, sent=sent, state=state))
 
     async def run(self) -> None:
-        while True:
-            try:
-                await self._announce("running")
-            except Exception as exc:  # presence must never take a service down
-                log.warning("could not announce presence: %s", exc)
-            await anyio.sleep(self._interval)
+        with self._scope:
+            while not self._scope.cancel_called:
+                try:
+                    await self._announce("running")
+                except Exception as exc:  # presence must never take a service down
+                    log.warning("could not announce presence: %s", exc)
+                await anyio.sleep(self._interval)
 
     async def stopped(self) -> None:
+        # Stop the loop first, even if it has not run yet: a bus closed at once must
+        # not announce itself running after it said it stopped.
+        self._scope.cancel()
         with anyio.move_on_after(2.0):
             try:
                 await self._announce("stopped")

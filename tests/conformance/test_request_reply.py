@@ -60,11 +60,13 @@ async def test_request_carries_the_callers_correlation_id(
 async def test_timeout_raises_and_leaves_nothing_pending_and_a_late_reply_is_dropped(
     bus_url: str, publisher: bus.Bus, topic: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    svc, calls = echo_service(topic, delay=1.0)
+    # The responder starts before the caller's deadline (so it does not skip the
+    # request) and answers after it.
+    svc, calls = echo_service(topic, delay=2.5)
     caplog.set_level(logging.INFO, logger="bus.requests")
     async with bus.Bus(bus_url, services=[svc]):
         with pytest.raises(bus.RequestTimeout, match=topic):
-            await publisher.request(topic, Item(1), response=Item, timeout=0.3)
+            await publisher.request(topic, Item(1), response=Item, timeout=1.5)
         assert publisher.pending_requests == 0
         await wait_until(lambda: "dropped a late or unknown reply" in caplog.text)
         # The inbox still works after dropping it.
@@ -101,3 +103,17 @@ async def test_an_undecodable_request_gets_an_error_reply(
         with pytest.raises(bus.RemoteError, match="DecodeError"):
             await publisher.request(topic, b"not json", response=Item, timeout=10)
     assert calls == []
+
+
+async def test_a_request_whose_caller_gave_up_is_not_run_later(
+    bus_url: str, publisher: bus.Bus, topic: str
+) -> None:
+    svc, calls = echo_service(topic)
+    async with bus.Bus(bus_url, services=[svc]):
+        pass  # the responder's group exists, and its only member is gone
+    with pytest.raises(bus.RequestTimeout):
+        await publisher.request(topic, Item(1), response=Item, timeout=0.5)
+    async with bus.Bus(bus_url, services=[svc]):
+        reply = await publisher.request(topic, Item(2), response=Item, timeout=10)
+    assert reply.n == 4
+    assert calls == [2], "the expired request ran after its caller had given up"
