@@ -16,7 +16,7 @@ class Plan:
     concurrency_cap: dict[str, int]  # ...up to this many
     concurrency_min: int  # ...and at least this many
     processes: tuple[int, ...]
-    processes_n: int
+    processes_n: dict[str, int]
     partitions: tuple[int, ...]
     partitions_n: int
     topics: dict[str, tuple[int, ...]]
@@ -47,7 +47,7 @@ FULL = Plan(
     concurrency_cap={"memory": 20_000, "rabbitmq": 6_000, "kafka": 6_000},
     concurrency_min=300,
     processes=(1, 2),
-    processes_n=6_000,
+    processes_n={"rabbitmq": 15_000, "kafka": 30_000},
     partitions=(1, 4, 16),
     partitions_n=5_000,
     topics={"memory": (1, 10, 100, 1000), "rabbitmq": (1, 10, 100, 1000), "kafka": (1, 10, 100)},
@@ -74,7 +74,7 @@ QUICK = Plan(
     concurrency_cap={"memory": 1_000, "rabbitmq": 300, "kafka": 300},
     concurrency_min=50,
     processes=(1,),
-    processes_n=200,
+    processes_n={"rabbitmq": 200, "kafka": 200},
     partitions=(1, 4),
     partitions_n=200,
     topics={"memory": (1, 100), "rabbitmq": (1, 4), "kafka": (1, 4)},

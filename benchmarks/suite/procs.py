@@ -1,7 +1,8 @@
 """The ``processes`` scenario: N messages waiting, then 1..P consumer processes of one
-group (benchmarks.suite.worker) share them; rate = N / (last handled - first handled)
-across all processes. Children are this run's own, ended by closing their stdin, then
-(if need be) by their pid."""
+group (benchmarks.suite.worker) share them. Two rates: the whole run, N / (last handled -
+first handled) across all processes (start-up and group joins included), and the steady
+rate, the slope of the summed count between 20% and 90% of N. Children are this run's
+own, ended by closing their stdin, then (if need be) by their pid."""
 
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ async def _child(url: str, topic: str, group: str, concurrency: int) -> asyncio.
 
 async def run(
     url: str, declares: bool, items: list[Payload], processes: int, concurrency: int, timeout: float
-) -> tuple[float, list[int]]:
-    """Messages/s over all processes, and how many each handled."""
+) -> tuple[float, float, list[int]]:
+    """Steady and whole-run messages/s over all processes, and how many each handled."""
     topic, group = f"proc.{uid()}", f"proc-{uid()}"
     if declares:
         holder = bus.Service(group)
@@ -51,6 +52,7 @@ async def run(
     children = [await _child(url, topic, group, concurrency) for _ in range(processes)]
     reports: list[tuple[int, float, float]] = [(0, 0.0, 0.0)] * processes
     done = asyncio.Event()
+    timeline: list[tuple[float, int]] = []  # (wall time received, total handled)
 
     async def read(i: int, child: asyncio.subprocess.Process) -> None:
         assert child.stdout is not None
@@ -58,7 +60,9 @@ async def run(
             parts = line.split()
             if len(parts) == 3:
                 reports[i] = (int(parts[0]), float(parts[1]), float(parts[2]))
-                if sum(r[0] for r in reports) >= len(items):
+                total = sum(r[0] for r in reports)
+                timeline.append((time.time(), total))
+                if total >= len(items):
                     done.set()
 
     readers = [asyncio.create_task(read(i, c)) for i, c in enumerate(children)]
@@ -82,4 +86,13 @@ async def run(
                 await reader
     first = min(r[1] for r in reports if r[0])
     last = max(r[2] for r in reports)
-    return len(items) / (last - first), [r[0] for r in reports]
+    return steady(timeline, len(items)), len(items) / (last - first), [r[0] for r in reports]
+
+
+def steady(timeline: list[tuple[float, int]], n: int) -> float:
+    """The slope of the count between its crossings of 20% and 90% of ``n``."""
+    low = next(p for p in timeline if p[1] >= 0.2 * n)
+    high = next(p for p in timeline if p[1] >= 0.9 * n)
+    if high[0] <= low[0]:
+        return float("nan")
+    return (high[1] - low[1]) / (high[0] - low[0])

@@ -16,7 +16,7 @@ TITLES = {
     "publish": "Publish throughput (confirms / acks=all)",
     "consume": "Consume throughput (decode, no-op handler, ack/commit; 64 in flight)",
     "concurrency": "Queue scalability: 1 ms handler, by handler concurrency",
-    "processes": "Consumer processes (bus side; 1 ms handler, concurrency 16 each)",
+    "processes": "Consumer processes (bus side; 1 ms handler, concurrency 16 each; steady rate)",
     "partitions": "Kafka partitions (1 ms handler, concurrency 64)",
     "topics": "Topics and groups, same total load (no-op handler, 64 in flight in all)",
     "latency": "End-to-end latency at a fixed offered rate (lower is better)",

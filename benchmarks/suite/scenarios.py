@@ -124,10 +124,12 @@ async def processes(ctx: Context) -> list[Result]:
         return []
     out = []
     for count in ctx.plan.processes:
-        items = payloads(ctx.plan.processes_n, 256)
-        rate, shares = await procs.run(ctx.bus.url, ctx.bus.declares, items, count, 16, 120.0)
+        items = payloads(ctx.plan.processes_n[ctx.adapter], 256)
+        rate, whole, shares = await procs.run(
+            ctx.bus.url, ctx.bus.declares, items, count, 16, 120.0
+        )
         out.append(ctx.result("processes", f"{count} process(es)", count, "msg/s", {"bus": rate},
-                              shares=shares, concurrency=16))  # fmt: skip
+                              whole_run=whole, shares=shares, concurrency=16))  # fmt: skip
     return out
 
 
