@@ -5,6 +5,9 @@ own, at most as many as the queue held when we looked, then closes that channel:
 puts every one of them back where it was, in order. Replay takes them the same way,
 publishes each (confirmed) to the group's queue through the default exchange, and acks
 only what the broker confirmed.
+
+On quorum queues the return is applied through the queue's Raft log: a browse right
+after another may briefly find fewer letters than are there (none is lost).
 """
 
 from __future__ import annotations

@@ -287,7 +287,11 @@ async def test_quorum_queues_count_redeliveries(rabbitmq_url: str, names: tuple[
         assert d.redeliveries >= 1
         await d.dead_letter({"bus-dlq-reason": "failed"})
         for _ in range(2):  # browsing leaves them, in order, with no broker headers
-            letters = [m async for m in t.dead_letters(topic, group)]
+            # A quorum queue takes back what a browse returned a moment later (the
+            # requeue goes through its Raft log), so look until it is there again.
+            with anyio.fail_after(10):
+                while not (letters := [m async for m in t.dead_letters(topic, group)]):
+                    await anyio.sleep(0.05)
             assert [m.headers for m in letters] == [{"bus-dlq-reason": "failed"}]
         assert await t.replay(topic, group) == 1
         back = await take(again)
