@@ -86,13 +86,15 @@ async def run(
                 await reader
     first = min(r[1] for r in reports if r[0])
     last = max(r[2] for r in reports)
-    return steady(timeline, len(items)), len(items) / (last - first), [r[0] for r in reports]
+    whole = len(items) / (last - first)
+    return steady(timeline, len(items)) or whole, whole, [r[0] for r in reports]
 
 
-def steady(timeline: list[tuple[float, int]], n: int) -> float:
-    """The slope of the count between its crossings of 20% and 90% of ``n``."""
+def steady(timeline: list[tuple[float, int]], n: int) -> float | None:
+    """The slope of the count between its crossings of 20% and 90% of ``n``; None when
+    both fell in one report (too few messages: the whole-run rate stands in)."""
     low = next(p for p in timeline if p[1] >= 0.2 * n)
     high = next(p for p in timeline if p[1] >= 0.9 * n)
     if high[0] <= low[0]:
-        return float("nan")
+        return None
     return (high[1] - low[1]) / (high[0] - low[0])
