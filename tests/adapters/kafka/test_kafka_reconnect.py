@@ -28,12 +28,24 @@ class Proxy:
         self.scopes: set[anyio.CancelScope] = set()
         self.cuts = 0
         self.dropped = 0
+        self.refusing = False
 
     async def serve(self, tg: TaskGroup) -> None:
         listener = await anyio.create_tcp_listener(local_host=HOST, local_port=self.port)
         tg.start_soon(listener.serve, self._pipe)
 
+    def down(self) -> None:
+        """The broker is unreachable: connections dropped, new ones closed at once."""
+        self.refusing = True
+        self.cut()
+
+    def up(self) -> None:
+        self.refusing = False
+
     async def _pipe(self, client: SocketStream) -> None:
+        if self.refusing:
+            await client.aclose()
+            return
         with anyio.CancelScope() as scope:
             self.scopes.add(scope)
             try:
@@ -113,3 +125,37 @@ async def test_connections_cut_mid_stream_lose_nothing(proxied: tuple[str, Proxy
     assert handled == set(range(total))
     assert proxy.cuts == 2
     assert proxy.dropped >= 6, "the cuts dropped the producer's and consumers' connections"
+
+
+async def test_a_broker_gone_for_seconds_is_reconnected(proxied: tuple[str, Proxy]) -> None:
+    url, proxy = proxied
+    tag = uuid.uuid4().hex[:8]
+    topic, group = f"gone.{tag}", f"g-{tag}"
+    handled: set[int] = set()
+    service = bus.Service(group)
+
+    @service.subscribe(topic, concurrency=4)
+    async def handle(job: Job) -> None:
+        handled.add(job.n)
+
+    async with bus.Bus(url, services=[service]), bus.Bus(url) as publisher:
+        for n in range(100):
+            await publisher.publish(topic, Job(n))
+        with anyio.fail_after(20):
+            while len(handled) < 100:
+                await anyio.sleep(0.02)
+        proxy.down()
+        async with anyio.create_task_group() as tg:
+
+            async def back_in_3s() -> None:
+                await anyio.sleep(3.0)  # the outage itself
+                proxy.up()
+
+            tg.start_soon(back_in_3s)
+            for n in range(100, 200):  # publishes wait for the broker, then go through
+                with anyio.fail_after(40):
+                    await publisher.publish(topic, Job(n))
+        with anyio.fail_after(40):
+            while len(handled) < 200:
+                await anyio.sleep(0.02)
+    assert handled == set(range(200))
