@@ -75,6 +75,15 @@ class KafkaTransport:
         await self._producer.send(topic, message.body, key, headers)
 
     async def consume(self, topic: str, group: str, *, prefetch: int) -> KafkaConsumer:
+        """Create the topic and the group's retry and DLQ topics, start a member.
+
+        Returns once the member is subscribed, without waiting for the group join (2-3 s
+        on tansu, group.initial.rebalance.delay on Kafka, for every subscription in
+        turn): a group with no committed offset starts at the earliest one, so whatever
+        is published after this returns reaches the group. ``prefetch`` bounds nothing
+        here: Kafka holds no record for a member, so what is read ahead (``read_ahead``)
+        is simply not committed and is dropped on revocation.
+        """
         retry = topics.retry_topic(topic, group)
         dlq_topic = topics.dead_letter_topic(topic, group)
         parts = self.config.partitions
@@ -115,6 +124,7 @@ class KafkaTransport:
         await self._producer.send(address, message.body, key, headers)
 
     async def dead_letters(self, topic: str, group: str) -> AsyncIterator[Message]:
+        """Letters not yet replayed, from the DLQ topic (created if missing: empty)."""
         name = topics.dead_letter_topic(topic, group)
         await self._topics.ensure({name: 1})
         records = dlq.unreplayed(self.config, name, topics.replay_group(group))
