@@ -153,16 +153,21 @@ class Responder:
         encode = msgspec.json.encode
         while True:
             batches = await self.consumer.getmany(timeout_ms=1000, max_records=500)
+            sent = []
             for records in batches.values():
                 for record in records:
                     headers = dict(record.headers)
                     reply = await self.answer(self.decoder.decode(record.value))
-                    await self.producer.send(
-                        headers["reply-to"].decode(),
-                        encode(reply),
-                        headers=[("correlation-id", headers["correlation-id"])],
+                    sent.append(
+                        await self.producer.send(
+                            headers["reply-to"].decode(),
+                            encode(reply),
+                            headers=[("correlation-id", headers["correlation-id"])],
+                        )
                     )
             if batches:
+                # Like the bus: a request is committed only once its reply is held.
+                await asyncio.gather(*sent)
                 await self.consumer.commit()
 
     async def close(self) -> None:
