@@ -7,6 +7,7 @@ same Struct, the same awaited handler, commits per batch, replies on a reply top
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -173,6 +174,8 @@ class Responder:
     async def close(self) -> None:
         if self.task is not None:
             self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
         await self.consumer.stop()
         await self.producer.stop()
 
