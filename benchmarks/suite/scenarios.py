@@ -27,6 +27,8 @@ class Context:
     tick: Tick  # progress: one call per measured point
     notes: list[str]
     flip: bool = False
+    last_rounds: dict[str, list[Any]] | None = None  # every round of the last point
+    declined_fn: Any = None  # the case the peer declined last
 
     def sides(self) -> list[tuple[str, Any]]:
         out = [("raw", self.raw), ("bus", self.bus)]
@@ -42,31 +44,25 @@ class Context:
         runs: dict[str, list[Any]] = {}
         for _ in range(rounds or self.plan.rounds):
             for role, side in self.sides():
-                if role == "peer" and self.declined(fn):
+                if role == "peer" and fn is self.declined_fn:
                     continue
                 try:
                     runs.setdefault(role, []).append(await fn(side))
                 except NotImplementedError as exc:  # a peer that does not support this case
                     runs.pop(role, None)
-                    self._declined = fn
+                    self.declined_fn = fn
                     note = f"{self.adapter}: {side.name} left out of a case: {exc}"
                     if note not in self.notes:
                         self.notes.append(note)
-        self.rounds = runs
+        self.last_rounds = runs
         return {role: best(values) for role, values in runs.items()}
-
-    _declined: Any = None
-    rounds: dict[str, list[Any]] | None = None
-
-    def declined(self, fn: Any) -> bool:
-        return fn is self._declined
 
     def result(self, scenario: str, case: str, param: float | str, unit: str, got: dict[str, Any],
                **extra: Any) -> Result:  # fmt: skip
         self.tick(f"{self.adapter} {scenario} {case}")
-        if self.rounds and max(len(v) for v in self.rounds.values()) > 1:
-            extra["rounds"] = self.rounds
-        self.rounds = None
+        if self.last_rounds and max(len(v) for v in self.last_rounds.values()) > 1:
+            extra["rounds"] = self.last_rounds
+        self.last_rounds = None
         return Result(
             scenario, self.adapter, case, param, unit, got.get("bus"), got.get("raw"),
             self.raw.name, got.get("peer"), self.peer.name if self.peer else None, extra=extra,
