@@ -49,14 +49,13 @@ class Instance(msgspec.Struct):
     """What a survey knows of one instance."""
 
     last: Announcement
-    seen_at: float  # monotonic, in the surveyor's clock
+    silent_for: float  # seconds from its last word to the survey's end
 
     @property
     def status(self) -> str:
         if self.last.state == "stopped":
             return "stopped"
-        silent_for = time.monotonic() - self.seen_at
-        return "silent" if silent_for > 2 * self.last.interval else "live"
+        return "silent" if self.silent_for > 2 * self.last.interval else "live"
 
 
 def interval_from_env() -> float | None:
@@ -129,7 +128,7 @@ async def survey(transport: Transport, window: float) -> list[Instance]:
     """Watch the presence topic for ``window`` seconds; every instance heard, by name."""
     consumer = await transport.consume(TOPIC, "bus.status", prefetch=100, ephemeral=True)
     decode = msgspec.json.Decoder(Announcement).decode
-    seen: dict[str, Instance] = {}
+    seen: dict[str, tuple[Announcement, float]] = {}
     try:
         with anyio.move_on_after(window):
             async for delivery in consumer:
@@ -138,8 +137,10 @@ async def survey(transport: Transport, window: float) -> list[Instance]:
                 except msgspec.DecodeError:
                     log.info("ignored a malformed presence announcement")
                 else:
-                    seen[a.instance] = Instance(last=a, seen_at=time.monotonic())
+                    seen[a.instance] = (a, time.monotonic())
                 await delivery.ack()
     finally:
         await consumer.close()
-    return sorted(seen.values(), key=lambda i: (i.last.service, i.last.instance))
+    end = time.monotonic()
+    found = [Instance(last=a, silent_for=end - at) for a, at in seen.values()]
+    return sorted(found, key=lambda i: (i.last.service, i.last.instance))

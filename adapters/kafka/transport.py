@@ -21,6 +21,7 @@ from adapters.kafka.convert import DUE, from_record, to_record
 from adapters.kafka.delivery import due_ms
 from adapters.kafka.inbox import KafkaInbox, new_address
 from adapters.kafka.producer import Producer
+from adapters.kafka.watch import KafkaWatcher
 from bus.errors import ConnectionLost
 from bus.message import Message
 from bus.transport import Capabilities
@@ -43,6 +44,7 @@ class KafkaTransport:
         self._topics = topics.Topics(self.config)
         self._producer = Producer(self.config)
         self._consumers: set[KafkaConsumer] = set()
+        self._watchers: set[KafkaWatcher] = set()
         self._inboxes: dict[str, KafkaInbox] = {}
         # Dead letters are sent one at a time, so each is a record batch of its own: tansu
         # reports a partition's end offset as one past the start of its last batch, and
@@ -65,6 +67,9 @@ class KafkaTransport:
             await inbox.close()
         for consumer in list(self._consumers):
             await consumer.close()
+        for watcher in list(self._watchers):
+            await watcher.close()
+        self._watchers.clear()
         await self._producer.stop()
         await self._topics.close()
 
@@ -74,8 +79,12 @@ class KafkaTransport:
         key, headers = to_record(message)
         await self._producer.send(topic, message.body, key, headers)
 
-    async def consume(self, topic: str, group: str, *, prefetch: int) -> KafkaConsumer:
+    async def consume(
+        self, topic: str, group: str, *, prefetch: int, ephemeral: bool = False
+    ) -> KafkaConsumer | KafkaWatcher:
         """Create the topic and the group's retry and DLQ topics, start a member.
+
+        An ephemeral group is a reader without a consumer group (see adapters.kafka.watch).
 
         Returns once the member is subscribed, without waiting for the group join (2-3 s
         on tansu, group.initial.rebalance.delay on Kafka, for every subscription in
@@ -84,6 +93,8 @@ class KafkaTransport:
         here: Kafka holds no record for a member, so what is read ahead (``read_ahead``)
         is simply not committed and is dropped on revocation.
         """
+        if ephemeral:
+            return await self._watch(topic)
         retry = topics.retry_topic(topic, group)
         dlq_topic = topics.dead_letter_topic(topic, group)
         parts = self.config.partitions
@@ -110,6 +121,20 @@ class KafkaTransport:
             ) from None
         self._consumers.add(consumer)
         return consumer
+
+    async def _watch(self, topic: str) -> KafkaWatcher:
+        await self._topics.ensure({topic: self.config.partitions})
+        watcher = KafkaWatcher(self.config, topic)
+        try:
+            await watcher.start()
+        except Exception as exc:
+            with contextlib.suppress(Exception):
+                await watcher.close()
+            raise ConnectionLost(
+                f"cannot watch {topic!r} on {self.config.redacted}: {exc}"
+            ) from None
+        self._watchers.add(watcher)
+        return watcher
 
     async def open_inbox(self) -> KafkaInbox:
         address = new_address()

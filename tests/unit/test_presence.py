@@ -54,4 +54,4 @@ async def test_a_survey_leaves_no_group_behind() -> None:
 
 def test_silent_when_the_last_word_is_older_than_two_intervals() -> None:
     a = presence.Announcement("s", "s-1", "h", 1, [], "t", "t", interval=0.1)
-    assert presence.Instance(a, seen_at=0.0).status == "silent"
+    assert presence.Instance(a, silent_for=0.3).status == "silent"
