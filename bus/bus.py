@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -259,6 +259,49 @@ class Bus:
         )
         await self._transport.publish(topic, message)
         self._telemetry.count("published", topic)
+
+    async def publish_many(
+        self,
+        topic: str,
+        payloads: Iterable[object],
+        *,
+        key: str | Callable[[Any], str | None] | None = None,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+    ) -> list[str]:
+        """Publish every payload to ``topic`` as one pipelined batch: all are sent, then
+        all confirmed; return their message ids once the broker holds every one. ``key``
+        is one key for all, or a function of the payload. Raises before sending anything
+        if one payload is too large."""
+        self._require_started()
+        messages = []
+        for payload in payloads:
+            message_key = key(payload) if callable(key) else key
+            messages.append(
+                Message(
+                    id=new_id(),
+                    body=self._body(topic, payload),
+                    headers=self._headers(payload, headers),
+                    key=message_key,
+                    correlation_id=correlation_id,
+                    content_type=self.content_type,
+                )
+            )
+        if not messages:
+            return []
+        batch = getattr(self._transport, "publish_many", None)
+        if batch is not None:
+            await batch(topic, messages)
+        else:
+            try:
+                async with anyio.create_task_group() as tg:
+                    for message in messages:
+                        tg.start_soon(self._transport.publish, topic, message)
+            except BaseExceptionGroup as failed:  # one clear error, not a group
+                raise failed.exceptions[0] from None
+        for _ in messages:
+            self._telemetry.count("published", topic)
+        return [m.id for m in messages]
 
     async def request(
         self,

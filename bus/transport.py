@@ -124,6 +124,10 @@ class Transport(Protocol):
         not taken; never succeed silently. A message whose ``reply_to`` is one of this
         transport's inbox addresses is a request: replies go to that inbox."""
 
+    # Optional, looked up once: ``async def publish_many(self, topic, messages: Sequence
+    # [Message]) -> None`` with publish's guarantee for every message, pipelined (all sent,
+    # then all confirmed). Without it the core publishes them concurrently.
+
     async def consume(
         self, topic: str, group: str, *, prefetch: int, ephemeral: bool = False
     ) -> Consumer:

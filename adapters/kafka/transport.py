@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 from adapters.kafka import dlq, topics
 from adapters.kafka.config import parse
@@ -78,6 +78,15 @@ class KafkaTransport:
             await self._topics.ensure({topic: self.config.partitions})
         key, headers = to_record(message)
         await self._producer.send(topic, message.body, key, headers)
+
+    async def publish_many(self, topic: str, messages: Sequence[Message]) -> None:
+        if not self._topics.known(topic):
+            await self._topics.ensure({topic: self.config.partitions})
+        records = []
+        for message in messages:
+            key, headers = to_record(message)
+            records.append((message.body, key, headers))
+        await self._producer.send_many(topic, records)
 
     async def consume(
         self, topic: str, group: str, *, prefetch: int, ephemeral: bool = False

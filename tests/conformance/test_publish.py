@@ -8,6 +8,7 @@ import msgspec
 import pytest
 
 import bus
+import bus.transport
 from tests.conformance.helpers import Item, Marker, unique, wait_until
 
 
@@ -240,3 +241,26 @@ async def test_msgpack_bus_and_json_bus_interoperate(bus_url: str, topic: str) -
         await packer.publish(topic, Marker("packed"))
         await wait_until(lambda: len(got) == 1)
     assert got == [Marker("packed")]
+
+
+async def test_publish_many_is_one_confirmed_batch(
+    bus_url: str, publisher: bus.Bus, topic: str, capabilities: bus.transport.Capabilities
+) -> None:
+    seen: dict[str, list[int]] = {}
+    svc = bus.Service(unique("svc"))
+
+    @svc.subscribe(topic, concurrency=1)
+    async def handle(item: Item, ctx: bus.Context) -> None:
+        seen.setdefault(ctx.key or "", []).append(item.n)
+
+    items = [Item(i, f"k{i % 4}") for i in range(200)]
+    async with bus.Bus(bus_url, services=[svc]):
+        with pytest.raises(bus.MessageTooLarge):
+            await publisher.publish_many(topic, [Item(-1), b"x" * (2 * 1024 * 1024)])
+        ids = await publisher.publish_many(topic, items, key=lambda item: item.text)
+        assert len(set(ids)) == 200
+        await wait_until(lambda: sum(len(v) for v in seen.values()) >= 200)
+    assert sorted(n for v in seen.values() for n in v) == list(range(200))
+    assert set(seen) == {"k0", "k1", "k2", "k3"}
+    if capabilities.ordered_per_key:
+        assert all(v == sorted(v) for v in seen.values())
