@@ -97,6 +97,17 @@ class Bench:
                 )
             return len(payloads) / (time.perf_counter() - started)
 
+    async def publish_many_bus(self) -> float:
+        """The same windows of 100, through Bus.publish_many: sent, then confirmed."""
+        topic = raw.unique("pub.bus")
+        payloads = items(self.sizes.publish)
+        async with bus.Bus(self.url) as b:
+            await b.publish(topic, payloads[0])  # creates the topic
+            started = time.perf_counter()
+            for start in range(0, len(payloads), WINDOW):
+                await b.publish_many(topic, payloads[start : start + WINDOW])
+            return len(payloads) / (time.perf_counter() - started)
+
     async def _fill(self, topic: str) -> None:
         await raw.create(self.servers, topic)
         p = await raw.producer(self.servers)
@@ -187,6 +198,11 @@ async def run(broker: raw.Tansu, sizes: Sizes, only: str | None = None) -> None:
     bench = Bench(broker, sizes)
     cases: list[tuple[str, Callable[[], Awaitable[float]], Callable[[], Awaitable[float]]]] = [
         ("publish msg/s (acks=all, 100 in flight)", bench.publish_raw, bench.publish_bus),
+        (
+            "publish_many msg/s (acks=all, batches of 100)",
+            bench.publish_raw,
+            bench.publish_many_bus,
+        ),
         ("consume msg/s (commit per batch)", bench.consume_raw, bench.consume_bus),
         (
             "request-reply round trips/s, 1 in flight",
