@@ -28,7 +28,13 @@ brokers:
 test: $(STAMP) lint brokers
 	$(PY) -m pytest
 
-bench: $(STAMP) brokers
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP) brokers
 	$(PY) -m benchmarks
 
 clean:
