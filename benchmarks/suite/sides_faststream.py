@@ -169,6 +169,9 @@ class FastStreamKafka(_Common):
             session_timeout_ms=int(KAFKA_OPTIONS["session_timeout_ms"]),
             heartbeat_interval_ms=int(KAFKA_OPTIONS["session_timeout_ms"]) // 3,
             decoder=_decoder,
+            # Commit after the handler, as the bus does (its default, ACK_FIRST, commits
+            # on receipt: at most once).
+            ack_policy=AckPolicy.ACK,
             no_reply=True,
             **options,
         )(handle)
