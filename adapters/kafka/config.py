@@ -12,6 +12,8 @@ optional):
 - ``commit_interval_ms`` (100): how often settled offsets are committed
 - ``read_ahead`` (500): records a consumer reads ahead of its handlers (never committed
   before they are handled)
+- ``publish_timeout_ms`` (30000): how long a publish waits for the broker to confirm a
+  record (acks=all) before it raises PublishError; also the producer's request timeout
 - ``client_id`` (``bus``)
 - ``sasl_mechanism`` (``PLAIN``, ``SCRAM-SHA-256`` or ``SCRAM-SHA-512``), ``sasl_username``,
   ``sasl_password`` (or user and password in the URL): SASL, over TLS with kafka+ssl://
@@ -39,6 +41,7 @@ _INTS = {
     "max_poll_interval_ms": 300000,
     "commit_interval_ms": 100,
     "read_ahead": 500,
+    "publish_timeout_ms": 30000,
 }
 _STRINGS = {
     "client_id",
@@ -65,6 +68,7 @@ class KafkaConfig(msgspec.Struct, frozen=True, kw_only=True):
     max_poll_interval_ms: int = 300000
     commit_interval_ms: int = 100
     read_ahead: int = 500
+    publish_timeout_ms: int = 30000
     client_id: str = "bus"
     tls: bool = False
     ssl_cafile: str | None = None
@@ -128,6 +132,8 @@ def parse(url: str) -> KafkaConfig:
     heartbeat = ints["heartbeat_interval_ms"] or max(1, min(3000, session // 3))
     if heartbeat >= session:
         raise ConfigError(f"heartbeat_interval_ms must be below session_timeout_ms in {shown!r}")
+    if ints["publish_timeout_ms"] < 1:
+        raise ConfigError(f"publish_timeout_ms must be at least 1 in {shown!r}")
     user, password = _credentials(userinfo if at else "", query)
     mechanism = query.get("sasl_mechanism")
     if mechanism is None and user is not None:
@@ -154,6 +160,7 @@ def parse(url: str) -> KafkaConfig:
         max_poll_interval_ms=ints["max_poll_interval_ms"],
         commit_interval_ms=max(1, ints["commit_interval_ms"]),
         read_ahead=max(1, ints["read_ahead"]),
+        publish_timeout_ms=ints["publish_timeout_ms"],
         client_id=query.get("client_id", "bus"),
         tls=scheme.lower() == "kafka+ssl",
         ssl_cafile=query.get("ssl_cafile"),

@@ -1,14 +1,24 @@
 """The one producer of a transport: acks=all, idempotent where the broker allows it.
 
 Every send is awaited until the broker holds the record; failures become PublishError.
+A send the broker does not confirm within ``publish_timeout_ms`` raises PublishError too:
+aiokafka's own request timeout covers a plain producer, and a deadline over the whole send
+covers the rest (an idempotent producer retries an unanswered batch forever, and a send
+may first wait for metadata or for room in a full batch).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    RequestTimedOutError,
+)
 
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.convert import Headers
@@ -35,7 +45,7 @@ class Producer:
             acks="all",
             enable_idempotence=idempotent,
             max_request_size=MAX_REQUEST_SIZE,
-            request_timeout_ms=30000,
+            request_timeout_ms=self._config.publish_timeout_ms,
         )
 
     async def start(self) -> None:
@@ -78,26 +88,55 @@ class Producer:
     ) -> None:
         """Queue every record, then return once the broker holds them all (acks=all):
         the batch is pipelined instead of one round trip per record."""
-        producer = self._producer
-        if producer is None:
-            raise PublishError(f"not connected: cannot publish to {topic!r}")
+        producer = self._connected(topic)
+        futures: list[asyncio.Future[object]] = []
         try:
-            futures = [
-                await producer.send(topic, value, key=key, headers=headers)
-                for value, key, headers in records
-            ]
-            for future in futures:
-                await future
+            async with asyncio.timeout(self._config.publish_timeout_ms / 1000):
+                for value, key, headers in records:
+                    futures.append(await producer.send(topic, value, key=key, headers=headers))
+                for future in futures:
+                    await future
+        except (TimeoutError, KafkaTimeoutError, RequestTimedOutError) as exc:
+            _forget(futures)
+            raise self._unconfirmed(topic) from exc
         except KafkaError as exc:
+            _forget(futures)
             raise PublishError(f"the broker did not take a message for {topic!r}: {exc}") from exc
 
     async def send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
         """Return once the broker holds the record (acks=all)."""
-        producer = self._producer
-        if producer is None:
-            raise PublishError(f"not connected: cannot publish to {topic!r}")
+        producer = self._connected(topic)
+        futures: list[asyncio.Future[object]] = []
         try:
-            future = await producer.send(topic, value, key=key, headers=headers)
-            await future
+            async with asyncio.timeout(self._config.publish_timeout_ms / 1000):
+                futures.append(await producer.send(topic, value, key=key, headers=headers))
+                await futures[0]
+        except (TimeoutError, KafkaTimeoutError, RequestTimedOutError) as exc:
+            _forget(futures)
+            raise self._unconfirmed(topic) from exc
         except KafkaError as exc:
             raise PublishError(f"the broker did not take a message for {topic!r}: {exc}") from exc
+
+    def _connected(self, topic: str) -> AIOKafkaProducer:
+        if self._producer is None:
+            raise PublishError(f"not connected: cannot publish to {topic!r}")
+        return self._producer
+
+    def _unconfirmed(self, topic: str) -> PublishError:
+        return PublishError(
+            f"the broker did not confirm a message for {topic!r} within "
+            f"{self._config.publish_timeout_ms} ms (publish_timeout_ms in the URL): check that "
+            f"{self._config.redacted} is reachable and that the topic's partition leaders "
+            "answer; the message may still arrive later"
+        )
+
+
+def _forget(futures: list[asyncio.Future[object]]) -> None:
+    """No longer awaited: a later failure of these is expected, not an unretrieved error."""
+    for future in futures:
+        future.add_done_callback(_retrieve)
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    if not future.cancelled():
+        future.exception()

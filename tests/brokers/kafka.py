@@ -5,6 +5,10 @@ The URL sets ``fetch_max_wait_ms`` and ``session_timeout_ms`` low: tansu holds e
 fetch for the full wait even when data arrives meanwhile, and answers a group join only
 after about half the session timeout. A broker that cannot start fails the fixture; it
 never skips.
+
+``kafka_refusing_url`` names a second tansu behind a loopback proxy that black-holes
+Produce requests (tests/brokers/kafka_proxy.py): the broker never confirms a record, so
+every publish raises PublishError after the URL's short ``publish_timeout_ms``.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.brokers.kafka_proxy import Proxy, in_thread
+
 HOST = "127.0.0.1"
 START_DEADLINE = 30.0
 OPTIONS = "fetch_max_wait_ms=5&session_timeout_ms=1500&partitions=4&commit_interval_ms=50"
+REFUSING_TIMEOUT_MS = 1500
 
 
 def free_port() -> int:
@@ -131,3 +138,29 @@ def kafka_broker() -> Iterator[Tansu]:
 @pytest.fixture(scope="session")
 def kafka_url(kafka_broker: Tansu) -> str:
     return kafka_broker.url()
+
+
+@pytest.fixture(scope="session")
+def kafka_refusing_broker() -> Iterator[tuple[Tansu, Proxy]]:
+    """A tansu reached only through a proxy (on a thread of its own) that black-holes
+    every Produce request; both stopped at the end of the session."""
+    port = free_port()
+    try:
+        broker = Tansu(advertised_port=port)
+    except Exception as exc:
+        pytest.fail(f"cannot start the tansu Kafka broker: {exc}")
+    try:
+        try:
+            broker.wait_ready()
+        except RuntimeError as exc:
+            pytest.fail(f"the tansu Kafka broker did not start: {exc}")
+        with in_thread(Proxy(port, broker.port, black_hole_produce=True)) as proxy:
+            yield broker, proxy
+    finally:
+        broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_refusing_url(kafka_refusing_broker: tuple[Tansu, Proxy]) -> str:
+    broker, _ = kafka_refusing_broker
+    return broker.url(f"{OPTIONS}&publish_timeout_ms={REFUSING_TIMEOUT_MS}")

@@ -3,7 +3,8 @@
 An adapter joins the suite by adding its name to ADAPTERS and providing, in
 tests/brokers/<name>.py, a ``<name>_url`` fixture and optionally a
 ``<name>_refusing_url`` fixture: a URL whose broker refuses a publish to a group that
-already holds two ready messages. In CI every adapter must run: a broker that is
+already holds two ready messages (Kafka's: a broker that never confirms a publish, so it
+fails after the URL's ``publish_timeout_ms``). In CI every adapter must run: a broker that is
 missing fails its fixture, it never skips.
 """
 

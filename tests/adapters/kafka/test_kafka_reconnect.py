@@ -10,72 +10,14 @@ from collections.abc import AsyncIterator
 import anyio
 import msgspec
 import pytest
-from anyio.abc import SocketStream, TaskGroup
 
 import bus
-from tests.brokers.kafka import HOST, OPTIONS, Tansu, free_port
+from tests.brokers.kafka import OPTIONS, Tansu, free_port
+from tests.brokers.kafka_proxy import Proxy
 
 
 class Job(msgspec.Struct):
     n: int
-
-
-class Proxy:
-    """Forwards a port to the broker; ``cut()`` drops every connection open now."""
-
-    def __init__(self, port: int, target: int) -> None:
-        self.port, self.target = port, target
-        self.scopes: set[anyio.CancelScope] = set()
-        self.cuts = 0
-        self.dropped = 0
-        self.refusing = False
-
-    async def serve(self, tg: TaskGroup) -> None:
-        listener = await anyio.create_tcp_listener(local_host=HOST, local_port=self.port)
-        tg.start_soon(listener.serve, self._pipe)
-
-    def down(self) -> None:
-        """The broker is unreachable: connections dropped, new ones closed at once."""
-        self.refusing = True
-        self.cut()
-
-    def up(self) -> None:
-        self.refusing = False
-
-    async def _pipe(self, client: SocketStream) -> None:
-        if self.refusing:
-            await client.aclose()
-            return
-        with anyio.CancelScope() as scope:
-            self.scopes.add(scope)
-            try:
-                async with (
-                    client,
-                    await anyio.connect_tcp(HOST, self.target) as upstream,
-                    anyio.create_task_group() as tg,
-                ):
-                    tg.start_soon(_copy, client, upstream)
-                    tg.start_soon(_copy, upstream, client)
-            except OSError:
-                pass
-            finally:
-                self.scopes.discard(scope)
-
-    def cut(self) -> None:
-        self.cuts += 1
-        self.dropped += len(self.scopes)
-        for scope in list(self.scopes):
-            scope.cancel()
-
-
-async def _copy(source: SocketStream, sink: SocketStream) -> None:
-    try:
-        async for chunk in source:
-            await sink.send(chunk)
-    except (anyio.EndOfStream, anyio.BrokenResourceError, anyio.ClosedResourceError, OSError):
-        pass
-    finally:
-        await sink.aclose()
 
 
 @pytest.fixture
