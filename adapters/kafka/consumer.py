@@ -78,7 +78,9 @@ class KafkaConsumer:
             max_poll_interval_ms=config.max_poll_interval_ms,
         )
         self._ready: deque[Item] = deque()
-        self._wake = asyncio.Event()
+        # Workers waiting for a record, oldest first: a record wakes one of them, not all
+        # (a shared Event woke every idle worker of the pool for each small fetch).
+        self._idle: deque[asyncio.Future[None]] = deque()
         self._room = asyncio.Event()
         self._low_water = config.read_ahead // 2
         self._waiting = 0  # retry records on timers
@@ -123,8 +125,26 @@ class KafkaConsumer:
             if self._closed:
                 raise StopAsyncIteration
             self._room.set()
-            self._wake.clear()
-            await self._wake.wait()
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._idle.append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._wake(1)  # woken, then cancelled: the record goes to another
+                else:
+                    with contextlib.suppress(ValueError):
+                        self._idle.remove(waiter)
+                raise
+
+    def _wake(self, n: int) -> None:
+        """Wake up to ``n`` idle workers."""
+        idle = self._idle
+        while n > 0 and idle:
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                n -= 1
 
     def settle(self, part: Partition, offset: int) -> None:
         """A handed-out record is done with (acked, retried or dead-lettered)."""
@@ -185,7 +205,7 @@ class KafkaConsumer:
                 else:
                     ready.append((part, offset, message))
         if ready:
-            self._wake.set()
+            self._wake(len(ready))
         if self._waiting >= self._config.read_ahead and not self._paused:
             # Enough retries wait in memory: read no more of the retry topic for now (the
             # main topic keeps flowing).
@@ -198,7 +218,7 @@ class KafkaConsumer:
         self._waiting -= 1
         part.timers.pop(offset, None)
         self._ready.append(item)
-        self._wake.set()
+        self._wake(1)
         if self._paused and self._waiting <= self._low_water:
             self._client.resume(*(self._paused & self._parts.keys()))
             self._paused = set()
@@ -264,7 +284,7 @@ class KafkaConsumer:
         if self._closed:
             return
         self._closed = True
-        self._wake.set()
+        self._wake(len(self._idle))
         self._settled.set()
         self._room.set()
         for task in self._tasks:
