@@ -2,9 +2,9 @@
 
 Every send is awaited until the broker holds the record; failures become PublishError.
 A send the broker does not confirm within ``publish_timeout_ms`` raises PublishError too:
-aiokafka's own request timeout covers a plain producer, and a deadline over the whole send
-covers the rest (an idempotent producer retries an unanswered batch forever, and a send
-may first wait for metadata or for room in a full batch).
+aiokafka's own request timeout bounds the wait for metadata, for room in a full batch and
+a plain producer's unanswered batch; deadlines.py bounds the confirmation of the rest (an
+idempotent producer retries an unanswered batch forever).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from aiokafka.errors import (
 
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.convert import Headers
+from adapters.kafka.deadlines import Deadlines
 from bus.errors import ConnectionLost, PublishError
 
 log = logging.getLogger("bus.kafka")
@@ -38,6 +39,7 @@ class Producer:
         self._config = config
         self._producer: AIOKafkaProducer | None = None
         self.idempotent = False
+        self._deadlines = Deadlines(config.publish_timeout_ms / 1000)
 
     def _new(self, idempotent: bool) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -79,6 +81,7 @@ class Producer:
         self._producer = producer
 
     async def stop(self) -> None:
+        await self._deadlines.close()
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
@@ -90,29 +93,42 @@ class Producer:
         the batch is pipelined instead of one round trip per record."""
         producer = self._connected(topic)
         futures: list[asyncio.Future[object]] = []
+        watch = self._deadlines.watch
         try:
-            async with asyncio.timeout(self._config.publish_timeout_ms / 1000):
-                for value, key, headers in records:
-                    futures.append(await producer.send(topic, value, key=key, headers=headers))
-                for future in futures:
-                    await future
-        except (TimeoutError, KafkaTimeoutError, RequestTimedOutError) as exc:
+            for value, key, headers in records:
+                future = await producer.send(topic, value, key=key, headers=headers)
+                watch(future)
+                futures.append(future)
+            for future in futures:
+                await future
+        except (KafkaTimeoutError, RequestTimedOutError) as exc:
             _forget(futures)
             raise self._unconfirmed(topic) from exc
         except KafkaError as exc:
             _forget(futures)
             raise PublishError(f"the broker did not take a message for {topic!r}: {exc}") from exc
 
-    async def send(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
-        """Return once the broker holds the record (acks=all)."""
+    async def send(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> None:
+        """Return once the broker holds the record (acks=all). ``partition`` skips the
+        partitioner where the caller knows it (a one-partition reply topic)."""
         producer = self._connected(topic)
-        futures: list[asyncio.Future[object]] = []
+        future = None
         try:
-            async with asyncio.timeout(self._config.publish_timeout_ms / 1000):
-                futures.append(await producer.send(topic, value, key=key, headers=headers))
-                await futures[0]
-        except (TimeoutError, KafkaTimeoutError, RequestTimedOutError) as exc:
-            _forget(futures)
+            future = await producer.send(
+                topic, value, key=key, headers=headers, partition=partition
+            )
+            self._deadlines.watch(future)
+            await future
+        except (KafkaTimeoutError, RequestTimedOutError) as exc:
+            if future is not None:
+                _forget([future])
             raise self._unconfirmed(topic) from exc
         except KafkaError as exc:
             raise PublishError(f"the broker did not take a message for {topic!r}: {exc}") from exc

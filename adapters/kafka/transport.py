@@ -19,7 +19,7 @@ from adapters.kafka.config import parse
 from adapters.kafka.consumer import KafkaConsumer
 from adapters.kafka.convert import DUE, from_record, to_record
 from adapters.kafka.delivery import due_ms
-from adapters.kafka.inbox import KafkaInbox, new_address
+from adapters.kafka.inbox import INBOX_PREFIX, KafkaInbox, new_address
 from adapters.kafka.producer import Producer
 from adapters.kafka.watch import KafkaWatcher
 from bus.errors import ConnectionLost
@@ -155,7 +155,9 @@ class KafkaTransport:
 
     async def send(self, address: str, message: Message) -> None:
         key, headers = to_record(message)
-        await self._producer.send(address, message.body, key, headers)
+        # A bus inbox has one partition: naming it spares aiokafka's partitioner.
+        partition = 0 if address.startswith(INBOX_PREFIX) else None
+        await self._producer.send(address, message.body, key, headers, partition)
 
     async def dead_letters(self, topic: str, group: str) -> AsyncIterator[Message]:
         """Letters not yet replayed, from the DLQ topic (created if missing: empty)."""
