@@ -148,13 +148,11 @@ class KafkaRaw:
         await self._create([inbox], 1)
         pending: dict[bytes, asyncio.Future[Payload]] = {}
         stop = asyncio.Event()
-        async with _producer(self.bootstrap) as producer:
+        async with _producer(self.bootstrap) as producer, _producer(self.bootstrap) as answers:
 
             async def respond(_: str, p: Payload, headers: dict[str, bytes]) -> None:
                 await noop(p)
-                await _send(
-                    producer, headers["reply-to"].decode(), p, headers=list(headers.items())
-                )
+                await _send(answers, headers["reply-to"].decode(), p, headers=list(headers.items()))
 
             replies = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap, fetch_max_wait_ms=FETCH_WAIT
