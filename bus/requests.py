@@ -148,7 +148,17 @@ class Requests:
             correlation_id=request.correlation_id or request.id,
             content_type=content_type,
         )
-        await self._transport.send(request.reply_to, reply)
+        try:
+            await self._transport.send(request.reply_to, reply)
+        except Exception as exc:
+            # The request is handled and settles as such: running it again would repeat
+            # its side effects for a caller that cannot be reached (and on Kafka an
+            # unsettled record holds its partition's commits back).
+            log.warning(
+                "could not send the reply to request %s to %r (%s: %s); its caller times out",
+                request.id, request.reply_to, type_name(exc), exc,
+                extra={"message_id": request.id, "correlation_id": request.correlation_id},
+            )  # fmt: skip
 
     async def close(self) -> None:
         if self._inbox is not None:
