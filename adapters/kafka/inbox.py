@@ -1,10 +1,11 @@
 """A requester's inbox: a one-partition topic ``bus.inbox.<hex>`` read with no group.
 
-The topic is new, so reading it from the beginning sees every reply sent to it. It is
-left on the broker when the inbox closes (deleting it would race with late replies,
-which would re-create it on brokers that create topics on demand); replies sent to a
-closed inbox are simply never read. Clean up with ``kafka-topics --delete`` on the
-``bus.inbox.`` prefix, or give the broker a retention for them.
+The topic is new, so reading it from the beginning sees every reply sent to it. Closing
+the inbox deletes the topic (best effort), so each process that ever made a request does
+not leave a topic behind. A reply sent after that is lost, as it would be unread anyway;
+on a broker that creates topics on demand (``auto.create.topics.enable``, tansu) it
+re-creates the topic, which then stays: clean those up with ``kafka-topics --delete`` on
+the ``bus.inbox.`` prefix. A process killed outright leaves its inbox topic too.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
@@ -33,8 +35,11 @@ def new_address() -> str:
 class KafkaInbox:
     """bus.transport.Inbox on its own reply topic."""
 
-    def __init__(self, config: KafkaConfig, address: str) -> None:
+    def __init__(
+        self, config: KafkaConfig, address: str, on_close: Callable[[str], Awaitable[None]]
+    ) -> None:
         self.address = address
+        self._on_close = on_close
         self._tp = TopicPartition(address, 0)
         self._client = AIOKafkaConsumer(
             **config.client_options(),
@@ -87,4 +92,7 @@ class KafkaInbox:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         self._replies.put_nowait(None)
-        await self._client.stop()
+        try:
+            await self._client.stop()
+        finally:
+            await self._on_close(self.address)

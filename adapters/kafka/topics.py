@@ -19,6 +19,7 @@ from bus.errors import ConfigError, ConnectionLost
 
 log = logging.getLogger("bus.kafka")
 
+_UNKNOWN_TOPIC = 3
 _EXISTS = 36
 _INVALID = {17: "invalid topic name", 37: "invalid partition count", 38: "replication factor"}
 _ERRORS_BEFORE_GIVING_UP = 5
@@ -68,6 +69,20 @@ class Topics:
             if wanted:
                 await self._create(wanted)
                 self._known.update(wanted)
+
+    async def delete(self, name: str) -> None:
+        """Delete ``name``, best effort: a failure is logged, never raised."""
+        self._known.discard(name)
+        if self._admin is None:
+            return
+        try:
+            response = await self._admin.delete_topics([name], timeout_ms=5000)
+        except Exception as exc:
+            log.info("could not delete topic %s: %s", name, exc)
+            return
+        for _, code, *_ in response.topic_error_codes:
+            if code not in (0, _UNKNOWN_TOPIC):
+                log.info("could not delete topic %s: error %s", name, code)
 
     async def _create(self, wanted: dict[str, int]) -> None:
         if self._admin is None:

@@ -148,10 +148,18 @@ class KafkaTransport:
     async def open_inbox(self) -> KafkaInbox:
         address = new_address()
         await self._topics.ensure({address: 1})
-        inbox = KafkaInbox(self.config, address)
-        await inbox.start()
+        inbox = KafkaInbox(self.config, address, self._inbox_closed)
+        try:
+            await inbox.start()
+        except BaseException:
+            await inbox.close()
+            raise
         self._inboxes[address] = inbox
         return inbox
+
+    async def _inbox_closed(self, address: str) -> None:
+        self._inboxes.pop(address, None)
+        await self._topics.delete(address)
 
     async def send(self, address: str, message: Message) -> None:
         key, headers = to_record(message)

@@ -8,8 +8,10 @@ import anyio
 import anyio.lowlevel
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
 
 from adapters.kafka import KafkaTransport
+from adapters.kafka.config import parse
 from adapters.kafka.consumer import KafkaConsumer
 from adapters.kafka.delivery import KafkaDelivery
 from bus.message import MSGPACK, Message, new_id
@@ -214,6 +216,22 @@ async def test_inbox_gets_many_replies_in_flight(transport: KafkaTransport, kafk
     await inbox.close()
     with pytest.raises(StopAsyncIteration):
         await inbox.__anext__()
+
+
+async def test_a_closed_inbox_leaves_no_topic_behind(
+    transport: KafkaTransport, kafka_url: str
+) -> None:
+    inbox = await transport.open_inbox()
+    admin = AIOKafkaAdminClient(bootstrap_servers=parse(kafka_url).bootstrap_servers)
+    await admin.start()
+    try:
+        assert inbox.address in await admin.list_topics()
+        await inbox.close()
+        with anyio.fail_after(DEADLINE):
+            while inbox.address in await admin.list_topics():
+                await anyio.sleep(0.05)
+    finally:
+        await admin.close()
 
 
 async def test_close_ends_waiting_readers(
