@@ -132,7 +132,9 @@ class GroupQueue:
                 with anyio.move_on_after(timeout) if timeout is not None else nullcontext():
                     await event.wait()
             except BaseException:
-                if event.is_set():
+                # Leaving (cancelled, closing): a wake-up this waiter took, or the duty to
+                # watch a delayed entry's due time, passes to another waiter.
+                if event.is_set() or self.delayed:
                     self._wake()
                 raise
             finally:
