@@ -54,6 +54,16 @@ class Context:
                     note = f"{self.adapter}: {side.name} left out of a case: {exc}"
                     if note not in self.notes:
                         self.notes.append(note)
+                except TimeoutError:
+                    if role != "peer":
+                        raise
+                    # A peer too slow for the case's deadline costs its own figure, not the
+                    # bus's and the raw client's.
+                    runs.pop(role, None)
+                    self.declined_fn = fn
+                    self.notes.append(
+                        f"{self.adapter}: {side.name} did not finish a case in time; left out"
+                    )
         self.last_rounds = runs
         return {role: best(values) for role, values in runs.items()}
 
