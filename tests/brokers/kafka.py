@@ -119,10 +119,12 @@ def running_tansu() -> Iterator[Tansu]:
         broker.stop()
 
 
-@pytest.fixture(scope="session")
-def kafka_broker() -> Iterator[Tansu]:
+@contextlib.contextmanager
+def tansu_or_fail(advertised_port: int | None = None) -> Iterator[Tansu]:
+    """A running tansu, stopped on exit; one that cannot start fails the test (CI never
+    skips a broker)."""
     try:
-        broker = Tansu()
+        broker = Tansu(advertised_port)
     except Exception as exc:
         pytest.fail(f"cannot start the tansu Kafka broker: {exc}")
     try:
@@ -136,6 +138,12 @@ def kafka_broker() -> Iterator[Tansu]:
 
 
 @pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[Tansu]:
+    with tansu_or_fail() as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
 def kafka_url(kafka_broker: Tansu) -> str:
     return kafka_broker.url()
 
@@ -145,19 +153,11 @@ def kafka_refusing_broker() -> Iterator[tuple[Tansu, Proxy]]:
     """A tansu reached only through a proxy (on a thread of its own) that black-holes
     every Produce request; both stopped at the end of the session."""
     port = free_port()
-    try:
-        broker = Tansu(advertised_port=port)
-    except Exception as exc:
-        pytest.fail(f"cannot start the tansu Kafka broker: {exc}")
-    try:
-        try:
-            broker.wait_ready()
-        except RuntimeError as exc:
-            pytest.fail(f"the tansu Kafka broker did not start: {exc}")
-        with in_thread(Proxy(port, broker.port, black_hole_produce=True)) as proxy:
-            yield broker, proxy
-    finally:
-        broker.stop()
+    with (
+        tansu_or_fail(advertised_port=port) as broker,
+        in_thread(Proxy(port, broker.port, black_hole_produce=True)) as proxy,
+    ):
+        yield broker, proxy
 
 
 @pytest.fixture(scope="session")
