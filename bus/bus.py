@@ -232,24 +232,30 @@ class Bus:
         self._require_started()
         body = self._body(topic, payload)
         message_id = new_id()
-        if self._telemetry.tracing:
-            with self._telemetry.publish_span(topic, message_id, correlation_id):
-                await self._publish(topic, payload, body, message_id, key, headers, correlation_id)
+        telemetry = self._telemetry
+        if telemetry.tracing:
+            # Headers are made inside the span: they carry it as the handler's parent.
+            with telemetry.publish_span(topic, message_id, correlation_id):
+                await self._transport.publish(
+                    topic, self._message(payload, body, message_id, key, headers, correlation_id)
+                )
         else:
-            await self._publish(topic, payload, body, message_id, key, headers, correlation_id)
+            await self._transport.publish(
+                topic, self._message(payload, body, message_id, key, headers, correlation_id)
+            )
+        telemetry.count("published", topic)
         return message_id
 
-    async def _publish(
+    def _message(
         self,
-        topic: str,
         payload: object,
         body: bytes,
         message_id: str,
         key: str | None,
         headers: Mapping[str, str] | None,
         correlation_id: str | None,
-    ) -> None:
-        message = Message(
+    ) -> Message:
+        return Message(
             id=message_id,
             body=body,
             headers=self._headers(payload, headers),
@@ -257,8 +263,6 @@ class Bus:
             correlation_id=correlation_id,
             content_type=self.content_type,
         )
-        await self._transport.publish(topic, message)
-        self._telemetry.count("published", topic)
 
     async def publish_many(
         self,

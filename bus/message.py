@@ -44,7 +44,15 @@ DLQ_HOST = "bus-dlq-host"
 
 _id_prefix = os.urandom(10).hex()
 _id_counter = itertools.count()
-_id_pid = os.getpid()
+
+
+def _new_prefix() -> None:
+    """A forked child never shares its parent's prefix (set at fork, not checked per id)."""
+    global _id_prefix, _id_counter
+    _id_prefix, _id_counter = os.urandom(10).hex(), itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_prefix)
 
 
 def new_id() -> str:
@@ -53,9 +61,6 @@ def new_id() -> str:
     A random per-process prefix and a counter: as unique as a uuid4 for our purposes, at
     a fraction of its cost on the publish path.
     """
-    global _id_prefix, _id_counter, _id_pid
-    if os.getpid() != _id_pid:  # forked: never share a prefix with the parent
-        _id_prefix, _id_counter, _id_pid = os.urandom(10).hex(), itertools.count(), os.getpid()
     return f"{_id_prefix}{next(_id_counter):012x}"
 
 
