@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import platform
 import time
 from collections.abc import Awaitable, Callable
@@ -24,6 +25,42 @@ async def handler(order: Order) -> None:
     """The same handler call for the bus and the raw client."""
     if order.total_cents < 0:
         raise ValueError("never")
+
+
+class Item(msgspec.Struct):
+    """The payload of the per-broker side-by-side runs (benchmarks.kafka, .rabbitmq)."""
+
+    order_id: str
+    total_cents: int
+    note: str
+
+
+class Reply(msgspec.Struct):
+    order_id: str
+    ok: bool
+
+
+async def yielding_handler(item: Item) -> None:
+    """The work per message, the same on both sides: nothing but an await."""
+    await asyncio.sleep(0)
+
+
+async def answer(item: Item) -> Reply:
+    return Reply(item.order_id, True)
+
+
+def items(n: int) -> list[Item]:
+    return [Item(f"o-{i}", i, "a benchmark order of modest size") for i in range(n)]
+
+
+@dataclass
+class Sizes:
+    publish: int
+    consume: int
+    rr1: int
+    rr32: int
+    rounds: int
+    concurrency: int = 1
 
 
 @dataclass

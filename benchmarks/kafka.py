@@ -18,48 +18,16 @@ import asyncio
 import statistics
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import msgspec
 
 import bus
 from benchmarks import kafka_raw as raw
+from benchmarks.common import Item, Reply, Sizes, answer, items
+from benchmarks.common import yielding_handler as handler
+from benchmarks.suite.brokers import Tansu
 
 WINDOW = 100  # publishes in flight
-
-
-class Item(msgspec.Struct):
-    order_id: str
-    total_cents: int
-    note: str
-
-
-class Reply(msgspec.Struct):
-    order_id: str
-    ok: bool
-
-
-async def handler(item: Item) -> None:
-    """The work per message, the same on both sides: nothing but an await."""
-    await asyncio.sleep(0)
-
-
-async def answer(item: Item) -> Reply:
-    return Reply(item.order_id, True)
-
-
-def items(n: int) -> list[Item]:
-    return [Item(f"o-{i}", i, "a benchmark order of modest size") for i in range(n)]
-
-
-@dataclass
-class Sizes:
-    publish: int
-    consume: int
-    rr1: int
-    rr32: int
-    rounds: int
-    concurrency: int = 1
 
 
 FULL = Sizes(publish=30_000, consume=50_000, rr1=1_000, rr32=5_000, rounds=5)
@@ -67,10 +35,10 @@ QUICK = Sizes(publish=2_000, consume=2_000, rr1=100, rr32=500, rounds=1)
 
 
 class Bench:
-    def __init__(self, broker: raw.Tansu, sizes: Sizes) -> None:
+    def __init__(self, broker: Tansu, sizes: Sizes) -> None:
         self.broker = broker
-        self.servers = broker.servers
-        self.url = broker.url
+        self.servers = broker.bootstrap
+        self.url = f"kafka://{broker.bootstrap}?{raw.OPTIONS}"
         self.sizes = sizes
 
     async def publish_raw(self) -> float:
@@ -194,7 +162,7 @@ async def _round_trips(
     return len(payloads) / (time.perf_counter() - started)
 
 
-async def run(broker: raw.Tansu, sizes: Sizes, only: str | None = None) -> None:
+async def run(broker: Tansu, sizes: Sizes, only: str | None = None) -> None:
     bench = Bench(broker, sizes)
     cases: list[tuple[str, Callable[[], Awaitable[float]], Callable[[], Awaitable[float]]]] = [
         ("publish msg/s (acks=all, 100 in flight)", bench.publish_raw, bench.publish_bus),
@@ -249,9 +217,9 @@ def main() -> None:
         sizes.rounds = args.rounds
     if args.concurrency:
         sizes.concurrency = args.concurrency
-    broker = raw.Tansu()
+    broker = Tansu()
     try:
-        print(f"tansu at {broker.url}; sizes {sizes}", flush=True)
+        print(f"tansu at {broker.bootstrap} ({raw.OPTIONS}); sizes {sizes}", flush=True)
         asyncio.run(run(broker, sizes, args.only))
     finally:
         broker.stop()

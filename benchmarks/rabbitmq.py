@@ -19,50 +19,17 @@ import statistics
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 
 import aio_pika
-import msgspec
 
 import bus
 from benchmarks import rabbitmq_raw as raw
+from benchmarks.common import Item, Reply, Sizes, answer, items
+from benchmarks.common import yielding_handler as handler
 
 BASE_URL = os.environ.get("BENCH_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 WINDOW = 100  # publishes in flight
 PREFETCH = 100
-
-
-class Item(msgspec.Struct):
-    order_id: str
-    total_cents: int
-    note: str
-
-
-class Reply(msgspec.Struct):
-    order_id: str
-    ok: bool
-
-
-async def handler(item: Item) -> None:
-    """The work per message, the same on both sides: nothing but an await."""
-    await asyncio.sleep(0)
-
-
-async def answer(item: Item) -> Reply:
-    return Reply(item.order_id, True)
-
-
-def items(n: int) -> list[Item]:
-    return [Item(f"o-{i}", i, "a benchmark order of modest size") for i in range(n)]
-
-
-@dataclass
-class Sizes:
-    publish: int
-    consume: int
-    rr1: int
-    rr32: int
-    rounds: int
 
 
 FULL = Sizes(publish=10_000, consume=10_000, rr1=2_000, rr32=5_000, rounds=5)
