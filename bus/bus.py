@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -343,14 +344,17 @@ class Bus:
 
     # -- dead letters ----------------------------------------------------------------
 
-    async def dead_letters(self, topic: str, *, group: str) -> AsyncIterator[DeadLetter]:
+    async def dead_letters(self, topic: str, *, group: str) -> AsyncGenerator[DeadLetter, None]:
         """Every dead letter of ``group`` on ``topic`` present now, oldest first; browsing
         removes nothing."""
         self._require_started()
-        async for message in self._transport.dead_letters(topic, group):
-            yield DeadLetter(
-                message_id=message.id, headers=dict(message.headers), body=message.body
-            )
+        # aclosing: leaving early releases what the adapter holds (a browsing channel,
+        # a reader) now; wrap this iterator in contextlib.aclosing to get the same.
+        async with contextlib.aclosing(self._transport.dead_letters(topic, group)) as letters:
+            async for message in letters:
+                yield DeadLetter(
+                    message_id=message.id, headers=dict(message.headers), body=message.body
+                )
 
     async def replay(self, topic: str, *, group: str) -> int:
         """Move the dead letters of ``group`` on ``topic`` back to that group; return how many."""

@@ -13,7 +13,7 @@ entry point names a callable that takes the URL string and returns a ``Transport
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Protocol, runtime_checkable
 
 import msgspec
@@ -149,9 +149,10 @@ class Transport(Protocol):
         """Send ``message`` to one inbox (a reply). An address nobody reads any more drops
         the message without error."""
 
-    def dead_letters(self, topic: str, group: str) -> AsyncIterator[Message]:
+    def dead_letters(self, topic: str, group: str) -> AsyncGenerator[Message, None]:
         """Browse, without removing, every dead letter of ``group`` on ``topic`` present
-        now, oldest first, then end."""
+        now, oldest first, then end. A generator, so a caller leaving early can close it
+        (``contextlib.aclosing``) and have whatever the browse holds released at once."""
         ...
 
     async def replay(self, topic: str, group: str) -> int:

@@ -8,7 +8,7 @@ nothing twice. Both read with manual assignment (no group join).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -28,12 +28,12 @@ def _reader(config: KafkaConfig, group: str) -> AIOKafkaConsumer:
     )
 
 
-def unreplayed(config: KafkaConfig, dlq: str, group: str) -> AsyncIterator[Any]:
+def unreplayed(config: KafkaConfig, dlq: str, group: str) -> AsyncGenerator[Any, None]:
     """Every record of ``dlq`` present now and not yet replayed for ``group``, in order."""
     return _records(config, dlq, group, commit=False)
 
 
-def replayed(config: KafkaConfig, dlq: str, group: str) -> AsyncIterator[Any]:
+def replayed(config: KafkaConfig, dlq: str, group: str) -> AsyncGenerator[Any, None]:
     """Like ``unreplayed``; once the caller has iterated to the end, every record yielded
     is marked replayed. A caller that stops early, or fails, marks none."""
     return _records(config, dlq, group, commit=True)
@@ -41,7 +41,7 @@ def replayed(config: KafkaConfig, dlq: str, group: str) -> AsyncIterator[Any]:
 
 async def _records(
     config: KafkaConfig, dlq: str, group: str, *, commit: bool
-) -> AsyncIterator[Any]:
+) -> AsyncGenerator[Any, None]:
     tp = TopicPartition(dlq, DLQ_PARTITION)
     client = _reader(config, group)
     await client.start()

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 from adapters.kafka import dlq, topics
 from adapters.kafka.config import parse
@@ -167,12 +167,12 @@ class KafkaTransport:
         partition = 0 if address.startswith(INBOX_PREFIX) else None
         await self._producer.send(address, message.body, key, headers, partition)
 
-    async def dead_letters(self, topic: str, group: str) -> AsyncIterator[Message]:
+    async def dead_letters(self, topic: str, group: str) -> AsyncGenerator[Message, None]:
         """Letters not yet replayed, from the DLQ topic (created if missing: empty)."""
         name = topics.dead_letter_topic(topic, group)
         await self._topics.ensure({name: 1})
         records = dlq.unreplayed(self.config, name, topics.replay_group(group))
-        async with contextlib.aclosing(records):  # type: ignore[type-var]
+        async with contextlib.aclosing(records):
             async for record in records:
                 yield from_record(record)[0]
 
@@ -184,7 +184,7 @@ class KafkaTransport:
         now = [(DUE, str(int(time.time() * 1000)).encode())]
         moved = 0
         records = dlq.replayed(self.config, name, topics.replay_group(group))
-        async with contextlib.aclosing(records):  # type: ignore[type-var]
+        async with contextlib.aclosing(records):
             async for record in records:
                 message = from_record(record)[0]
                 key, headers = to_record(message, now)

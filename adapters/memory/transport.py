@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import math
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -185,7 +185,7 @@ class MemoryTransport:
         if deliver is not None:
             deliver(message)
 
-    async def dead_letters(self, topic: str, group: str) -> AsyncIterator[Message]:
+    async def dead_letters(self, topic: str, group: str) -> AsyncGenerator[Message, None]:
         queue = self._connected().find(topic, group)
         for message in list(queue.dead) if queue else []:
             yield message

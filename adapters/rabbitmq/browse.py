@@ -6,17 +6,19 @@ puts every one of them back where it was, in order. Replay takes them the same w
 publishes each (confirmed) to the group's queue through the default exchange, and acks
 only what the broker confirmed.
 
-On quorum queues the return is applied through the queue's Raft log: a browse right
-after another may briefly find fewer letters than are there (none is lost).
+On quorum queues the return is applied through the queue's Raft log, so a browse waits
+(bounded) until the queue shows what it took again before it ends: a replay or browse
+right after it then sees every letter.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import aiormq.exceptions as amqp
+import anyio
 from aio_pika.abc import AbstractChannel as PikaChannel
 from aiormq.abc import AbstractChannel, DeliveredMessage
 from pamqp.commands import Basic
@@ -28,21 +30,46 @@ from bus.message import Message
 
 log = logging.getLogger("bus.rabbitmq")
 BATCH = 500
+PUT_BACK_POLLS = 500  # 10 ms apart: how long a browse waits for a quorum queue's return
 
 
-async def browse(link: Link, queue: str) -> AsyncIterator[Message]:
+async def browse(link: Link, queue: str) -> AsyncGenerator[Message, None]:
     """Every message in ``queue`` now, oldest first; the queue is left as it was."""
     channel = await link.channel(confirms=False)
     try:
         raw = await channel.get_underlay_channel()
         count = await _count(raw, queue)
-        for _ in range(count):
-            got = await raw.basic_get(queue, no_ack=False)
-            if not isinstance(got.delivery, Basic.GetOk):
-                break
-            yield to_message(got)
+        last_tag, taken = 0, 0
+        try:
+            for _ in range(count):
+                got = await raw.basic_get(queue, no_ack=False)
+                if not isinstance(got.delivery, Basic.GetOk):
+                    break
+                last_tag, taken = getattr(got.delivery, "delivery_tag", 0), taken + 1
+                yield to_message(got)
+        finally:
+            if taken and not channel.is_closed:
+                await _put_back(raw, queue, last_tag, taken)
     finally:
         await _close(channel)
+
+
+async def _put_back(raw: AbstractChannel, queue: str, last_tag: int, taken: int) -> None:
+    """Return what a browse took and wait, briefly, until the queue shows it again.
+
+    A classic queue has them back before it answers the next command on this channel;
+    a quorum queue applies the return through its Raft log a moment later, and a replay
+    or browse that counted in between would miss them. The wait is bounded because
+    another client may legitimately be draining the queue meanwhile.
+    """
+    try:
+        await raw.basic_nack(last_tag, multiple=True, requeue=True)
+        for _ in range(PUT_BACK_POLLS):
+            if await _count(raw, queue) >= taken:
+                return
+            await anyio.sleep(0.01)
+    except Exception as exc:  # closing the channel returns them anyway
+        log.debug("returning browsed messages to %r: %s", queue, exc)
 
 
 async def replay(link: Link, queue: str, target: str) -> int:

@@ -11,7 +11,7 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from aio_pika.abc import AbstractConnection
 from aiormq.abc import AbstractChannel
@@ -183,11 +183,14 @@ class RabbitTransport:
             mandatory=False,
         )
 
-    async def dead_letters(self, topic: str, group: str) -> AsyncIterator[Message]:
+    async def dead_letters(self, topic: str, group: str) -> AsyncGenerator[Message, None]:
         queue = topology.dead_letter_queue(self.config, topic, group)
         try:
-            async for message in browse.browse(self._link, queue):
-                yield message
+            # aclosing: a caller leaving early gets the browsed letters put back before
+            # it goes on, not whenever the abandoned generator is collected.
+            async with contextlib.aclosing(browse.browse(self._link, queue)) as letters:
+                async for message in letters:
+                    yield message
         except Exception as exc:
             raise broker_error(exc, f"browsing queue {queue!r}") from None
 
