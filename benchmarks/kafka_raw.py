@@ -23,7 +23,7 @@ FETCH_MAX_WAIT_MS = 5
 
 
 def unique(prefix: str) -> str:
-    return f"{prefix}.{uuid.uuid4().hex[:8]}"
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 async def create(servers: str, *topics: str, partitions: int = PARTITIONS) -> None:

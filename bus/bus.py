@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from bus import codec, presence
+from bus import codec, names, presence
 from bus.dead_letter import DeadLetter
 from bus.dispatch import Runner
 from bus.errors import BusError, ConfigError, MessageTooLarge
@@ -203,6 +203,7 @@ class Bus:
     # -- speaking ------------------------------------------------------------------
 
     def _body(self, topic: str, payload: object) -> bytes:
+        names.check_topic(topic)
         body = codec.encode(payload, self.content_type)
         if len(body) > self.max_message_size:
             raise MessageTooLarge(
@@ -348,6 +349,8 @@ class Bus:
         """Every dead letter of ``group`` on ``topic`` present now, oldest first; browsing
         removes nothing."""
         self._require_started()
+        names.check_topic(topic)
+        names.check_group(group)
         # aclosing: leaving early releases what the adapter holds (a browsing channel,
         # a reader) now; wrap this iterator in contextlib.aclosing to get the same.
         async with contextlib.aclosing(self._transport.dead_letters(topic, group)) as letters:
@@ -359,4 +362,6 @@ class Bus:
     async def replay(self, topic: str, *, group: str) -> int:
         """Move the dead letters of ``group`` on ``topic`` back to that group; return how many."""
         self._require_started()
+        names.check_topic(topic)
+        names.check_group(group)
         return await self._transport.replay(topic, group)

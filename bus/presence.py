@@ -126,7 +126,7 @@ class Announcer:
 
 async def survey(transport: Transport, window: float) -> list[Instance]:
     """Watch the presence topic for ``window`` seconds; every instance heard, by name."""
-    consumer = await transport.consume(TOPIC, "bus.status", prefetch=100, ephemeral=True)
+    consumer = await transport.consume(TOPIC, "bus-status", prefetch=100, ephemeral=True)
     decode = msgspec.json.Decoder(Announcement).decode
     seen: dict[str, tuple[Announcement, float]] = {}
     try:

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from bus import names
 from bus.context import Context
 from bus.errors import ConfigError
 from bus.retry import NO_RETRY, Retry
@@ -65,16 +66,11 @@ def _inspect(handler: Handler) -> tuple[Any, bool]:
     return payload_type, len(params) == 2
 
 
-def _check_name(kind: str, value: str) -> None:
-    if not isinstance(value, str) or not value or any(c.isspace() for c in value):
-        raise ConfigError(f"{kind} {value!r} must be a non-empty string without spaces")
-
-
 class Service:
     """A named bundle of handlers; its name is the default consumer group."""
 
     def __init__(self, name: str) -> None:
-        _check_name("service name", name)
+        names.check_group(name, "service name")
         self.name = name
         self.subscriptions: list[Subscription] = []
 
@@ -92,7 +88,9 @@ class Service:
         """Call the decorated handler for every message on ``topic`` that reaches this
         service's group (or ``group``). Failures are retried by ``retry`` (default
         ``bus.Retry()``), then dead-lettered."""
-        return self._register(topic, group or self.name, retry or Retry(), concurrency, False)
+        return self._register(
+            topic, self.name if group is None else group, retry or Retry(), concurrency, False
+        )
 
     def respond(self, topic: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> Callable[[H], H]:
         """Answer requests on ``topic``: the handler's return value is the reply, and an
@@ -102,8 +100,8 @@ class Service:
     def _register(
         self, topic: str, group: str, retry: Retry, concurrency: int, reply: bool
     ) -> Callable[[H], H]:
-        _check_name("topic", topic)
-        _check_name("group", group)
+        names.check_topic(topic)
+        names.check_group(group)
         if not isinstance(retry, Retry):
             raise ConfigError(f"retry must be a bus.Retry, not {type(retry).__name__}")
         if concurrency < 1:

@@ -8,7 +8,7 @@ a backoff; every step is idempotent per order id, so a rerun picks up where the 
 stopped. On the last attempt it gives up cleanly: compensates and reports the failure.
 A refund is a durable command (published, not requested), so it waits on the broker
 while payments is down. Only a release that fails on the last attempt dead-letters the
-saga; ``bus dlq replay <prefix>order.placed --group <prefix>checkout`` runs it again once
+saga; ``bus dlq replay <prefix>.order.placed --group <prefix>-checkout`` runs it again once
 inventory is back. Stateless: any number of instances may run. In choreography it
 subscribes to nothing.
 """

@@ -6,7 +6,7 @@ as ``python -m services.demo``.
 | --- | --- | --- |
 | ``BUS_URL`` | the broker | ``memory://`` |
 | ``SHOP_STYLE`` | ``choreography`` or ``orchestration`` | ``choreography`` |
-| ``SHOP_PREFIX`` | namespace put before every topic and group, e.g. ``staging.`` | none |
+| ``SHOP_PREFIX`` | namespace ``ns``: topics ``ns.<topic>``, groups ``ns-<service>`` | none |
 | ``SHOP_API_KEY`` | the key the gateway wants in ``X-API-Key`` | ``dev-key`` |
 | ``SHOP_STOCK`` | initial stock, ``sku=count,sku=count`` | ``widget=100000,gadget=100000`` |
 | ``SHOP_PAYMENT_FLAKY`` | share of charge attempts that fail transiently (0..1) | ``0`` |
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Mapping
 from typing import Literal
 
@@ -54,6 +55,9 @@ def _number(env: Mapping[str, str], name: str, default: float, low: float, high:
     return value
 
 
+_PREFIX = re.compile(r"[A-Za-z0-9_-]{0,30}")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
     url: str | None = None
@@ -72,8 +76,11 @@ class Config:
     def __post_init__(self) -> None:
         if self.style not in STYLES:
             raise bus.ConfigError(f"SHOP_STYLE={self.style!r} must be one of {', '.join(STYLES)}")
-        if any(c.isspace() for c in self.prefix):
-            raise bus.ConfigError(f"SHOP_PREFIX={self.prefix!r} must not hold spaces")
+        if not _PREFIX.fullmatch(self.prefix):
+            raise bus.ConfigError(
+                f"SHOP_PREFIX={self.prefix!r} must be letters, digits, '_' or '-' (it starts "
+                "group names too, and those cannot hold '.'), for example 'staging'"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Config:
@@ -116,12 +123,12 @@ class Config:
 
     def topic(self, name: str) -> str:
         """The deployment's name for topic ``name`` (one of services.contracts')."""
-        return self.prefix + name
+        return f"{self.prefix}.{name}" if self.prefix else name
 
     def name(self, service: str) -> str:
         """The deployment's name for ``service``, also its consumer group: groups are
         broker-wide on Kafka, so deployments sharing a broker must not share them."""
-        return self.prefix + service
+        return f"{self.prefix}-{service}" if self.prefix else service
 
     def retry(self) -> bus.Retry:
         """The retry policy of every subscription in the shop."""

@@ -3,7 +3,7 @@ port, and a load of orders through its HTTP API, some with failing payments; the
 summary. ``python -m services.demo [--url URL] [--style S] [--orders N] [--serve]``.
 
 ``--url`` (or ``$BUS_URL``) moves it to RabbitMQ or Kafka unchanged. Each run names its
-topics and groups afresh (prefix ``demo-XXXXXX.``) so an earlier run's messages never mix
+topics and groups afresh (prefix ``demo-XXXXXX``) so an earlier run's messages never mix
 in; a persistent broker keeps those (drained) queues or topics afterwards. Exits 1 if any
 order did not reach a final state or the stock does not add up.
 """
@@ -37,12 +37,13 @@ __all__ = ["cli", "main", "orders"]
 
 def demo_config(args: argparse.Namespace, style: Style) -> Config:
     cfg = Config.from_env()
+    run = uuid.uuid4().hex[:6]
     changes: dict[str, object] = {
         "style": style,
         "stock": {**cfg.stock, SCARCE: args.scarce_stock},
         "payment_flaky": args.flaky,
         # a run of its own, so a persistent broker's old messages never mix in
-        "prefix": f"{cfg.prefix}demo-{uuid.uuid4().hex[:6]}.",
+        "prefix": f"{cfg.prefix}-demo-{run}" if cfg.prefix else f"demo-{run}",
     }
     if args.url:
         changes["url"] = args.url
@@ -92,7 +93,7 @@ def summarize(shop: Shop, outcomes: list[Outcome], seconds: float, counters: Bus
         print(f"  {state:<10} {n}")
     for reason, n in reasons.most_common():
         print(f"    failed: {reason:<32} {n}")
-    print(f"  retries        {counters.describe('retried', shop.cfg.prefix)}")
+    print(f"  retries        {counters.describe('retried', shop.cfg.topic(''))}")
     print(f"  payments       {dict(shop.payments.counts)}")
     print(f"  notifications  {dict(shop.notifications.sent)}")
     print(

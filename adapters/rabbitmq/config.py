@@ -16,6 +16,7 @@ Query options the adapter reads (all optional); any other query parameter (``hea
 
 from __future__ import annotations
 
+import re
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import msgspec
@@ -23,6 +24,7 @@ import msgspec
 from bus.errors import ConfigError
 from bus.url import redact
 
+_EXCHANGE = re.compile(r"[A-Za-z0-9._-]{1,40}")
 _OURS = frozenset({"exchange", "prefetch", "queue_type", "confirm", "max_length"})
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -51,8 +53,13 @@ def parse(url: str) -> RabbitConfig:
     rest = [(k, v) for k, v in pairs if k not in _OURS]
     amqp_url = urlunsplit(parts._replace(query=urlencode(rest)))
     exchange = ours.get("exchange", "bus")
-    if not exchange or exchange.startswith("amq."):
-        raise ConfigError(f"exchange={exchange!r} in {shown!r}: use a name not starting 'amq.'")
+    # No ':' (it joins exchange, group and topic in queue names); 40 at most keeps the
+    # longest queue name under RabbitMQ's 255 bytes (see bus.names).
+    if not _EXCHANGE.fullmatch(exchange) or exchange.startswith("amq."):
+        raise ConfigError(
+            f"exchange={exchange!r} in {shown!r}: use 1-40 characters from A-Z a-z 0-9 . _ -,"
+            " not starting 'amq.'"
+        )
     queue_type = ours.get("queue_type", "classic").lower()
     if queue_type not in ("classic", "quorum"):
         raise ConfigError(f"queue_type={queue_type!r} in {shown!r}: use classic or quorum")

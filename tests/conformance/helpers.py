@@ -24,7 +24,7 @@ class Marker(msgspec.Struct):
 
 
 def unique(prefix: str) -> str:
-    return f"{prefix}.{uuid.uuid4().hex[:10]}"
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = DEADLINE) -> None:

@@ -30,7 +30,7 @@ def shop_config(url: str, **changes: Any) -> Config:
     """A configuration for tests: quick retries, a topic prefix of its own."""
     defaults: dict[str, Any] = {
         "url": url,
-        "prefix": f"shop-{uuid.uuid4().hex[:8]}.",
+        "prefix": f"shop-{uuid.uuid4().hex[:8]}",
         "backoff": 0.01,
         "attempts": 4,
         "request_timeout": 10.0,

@@ -15,7 +15,7 @@ def test_defaults_and_a_round_trip_through_the_environment() -> None:
     cfg = Config(
         url="memory://x",
         style="orchestration",
-        prefix="staging.",
+        prefix="staging",
         api_key="k",
         stock={"a": 1, "b": 0},
         payment_flaky=0.25,
@@ -26,6 +26,7 @@ def test_defaults_and_a_round_trip_through_the_environment() -> None:
     )
     assert Config.from_env(cfg.to_env()) == cfg
     assert cfg.topic("order.placed") == "staging.order.placed"
+    assert cfg.name("orders") == "staging-orders"
     assert Config.from_env({"SHOP_DECLINED_CARDS": ""}).declined_cards == frozenset()
 
 
@@ -39,6 +40,7 @@ def test_defaults_and_a_round_trip_through_the_environment() -> None:
         ({"SHOP_PAYMENT_FLAKY": "often"}, "SHOP_PAYMENT_FLAKY"),
         ({"SHOP_ATTEMPTS": "0"}, "SHOP_ATTEMPTS"),
         ({"SHOP_PREFIX": "has space"}, "SHOP_PREFIX"),
+        ({"SHOP_PREFIX": "staging."}, "SHOP_PREFIX"),
     ],
 )
 def test_a_bad_value_names_its_variable(env: dict[str, str], names: str) -> None:

@@ -25,7 +25,7 @@ HANDLED = {
 async def test_an_order_is_one_trace_from_http_through_every_handler(
     shop_url: str, style: str
 ) -> None:
-    prefix = f"trace-{uuid.uuid4().hex[:8]}."
+    prefix = f"trace-{uuid.uuid4().hex[:8]}"
     result = await anyio.run_process(
         [sys.executable, "-m", "tests.services.trace_one_order", shop_url, style, prefix],
         env={**os.environ, "PYTHONPATH": os.getcwd()},
@@ -40,11 +40,11 @@ async def test_an_order_is_one_trace_from_http_through_every_handler(
     in_trace = [s for s in spans if s["trace_id"] == http["trace_id"]]
     names = {s["name"] for s in in_trace}
     for topic in HANDLED[style]:
-        assert f"process {prefix}{topic}" in names, (topic, sorted(names))
-    settled = f"process {prefix}{c.ORDER_CONFIRMED}"
+        assert f"process {prefix}.{topic}" in names, (topic, sorted(names))
+    settled = f"process {prefix}.{c.ORDER_CONFIRMED}"
     assert settled in names  # notifications: the last handler of the chain
-    assert f"request {prefix}{c.ORDER_CREATE}" in names
-    assert f"publish {prefix}{c.ORDER_PLACED}" in names
+    assert f"request {prefix}.{c.ORDER_CREATE}" in names
+    assert f"publish {prefix}.{c.ORDER_PLACED}" in names
     # nothing of the order's flow escaped into another trace (GET polls have their own)
     flow = [s for s in spans if s["name"].split(" ")[-1].startswith(prefix)]
     strays = [
@@ -54,5 +54,5 @@ async def test_an_order_is_one_trace_from_http_through_every_handler(
     ]
     assert strays == []
     by_id = {s["span_id"]: s for s in in_trace}
-    create = next(s for s in in_trace if s["name"] == f"process {prefix}{c.ORDER_CREATE}")
-    assert by_id[create["parent_id"]]["name"] == f"request {prefix}{c.ORDER_CREATE}"
+    create = next(s for s in in_trace if s["name"] == f"process {prefix}.{c.ORDER_CREATE}")
+    assert by_id[create["parent_id"]]["name"] == f"request {prefix}.{c.ORDER_CREATE}"

@@ -30,7 +30,7 @@ class DeliveryContract(RuleBasedStateMachine):
         self._portal_cm = start_blocking_portal("asyncio")
         self.portal: BlockingPortal = self._portal_cm.__enter__()
         self.url = f"memory://model-{uuid.uuid4().hex[:8]}"
-        self.topic, self.group = "model.topic", "model.group"
+        self.topic, self.group = "model.topic", "model-group"
         self.ids = itertools.count()
         self.failures_planned: dict[int, int] = {}
         self.calls: dict[int, int] = {}
