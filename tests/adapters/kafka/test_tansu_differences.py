@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
 
 from tests.brokers.kafka import Tansu
 
@@ -130,3 +131,28 @@ async def test_metadata_for_an_unknown_topic_creates_it(kafka_broker: Tansu) -> 
         assert name in await admin.list_topics()
     finally:
         await admin.close()
+
+
+async def test_an_offset_commit_keeps_no_metadata(kafka_broker: Tansu) -> None:
+    """Kafka: OffsetCommit stores a metadata string per partition, read back by
+    OffsetFetch. tansu: it reads back empty. (Commit metadata is how a member could leave
+    its successor a count of records handed out and not yet settled, which would let
+    Kafka count redeliveries; the adapter declares counts_redeliveries=False instead.)"""
+    topic = await new_topic(kafka_broker)
+    tp = TopicPartition(topic, 0)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=servers(kafka_broker),
+        group_id=f"g-{uuid.uuid4().hex[:8]}",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        consumer.assign([tp])
+        await consumer.commit({tp: OffsetAndMetadata(3, "handed-out:9")})
+        # aiokafka's public committed() returns the offset alone; its admin client's
+        # OffsetFetch fails to parse tansu's answer, so ask the way committed() does.
+        stored = (await consumer._coordinator.fetch_committed_offsets([tp]))[tp]
+        assert stored.offset == 3
+        assert stored.metadata == ""  # Apache Kafka: "handed-out:9"
+    finally:
+        await consumer.stop()
