@@ -135,8 +135,9 @@ async def test_retry_comes_back_no_sooner_than_its_delay_while_others_flow(
     await delivery.retry(1.0, {"bus-attempt": "2"})  # idempotent: one copy only
     await transport.publish(topic, msg(b"healthy", key="k"))
     healthy = await take(consumer)
-    assert healthy.message.body == b"healthy"
-    assert time.monotonic() - asked < 1.0, "the waiting retry held up the partition"
+    # Before the failing copy: a waiting retry holds up nothing (no wall-clock bound
+    # here, which a stalled CI machine could break without anything being wrong).
+    assert healthy.message.body == b"healthy", "the waiting retry held up the partition"
     await healthy.ack()
     again = await take(consumer)
     assert time.monotonic() - asked >= 1.0
