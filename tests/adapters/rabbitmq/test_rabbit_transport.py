@@ -272,37 +272,45 @@ async def test_a_refused_publish_raises(rabbitmq_refusing_url: str, names: tuple
         await t.close()
 
 
-async def test_quorum_queues_count_redeliveries(rabbitmq_url: str, names: tuple[str, str]) -> None:
-    topic, group = names
+@pytest.fixture
+async def quorum(rabbitmq_url: str) -> AsyncIterator[RabbitTransport]:
     t = RabbitTransport(rabbitmq_url + "&queue_type=quorum")
     await t.connect()
     try:
-        consumer = await t.consume(topic, group, prefetch=5)
-        await t.publish(topic, msg())
-        first = await take(consumer)
-        await first.retry(0.05, {"bus-attempt": "2"})
-        assert (await take(consumer)).message.headers == {"bus-attempt": "2"}
-        await consumer.close()
-        again = await t.consume(topic, group, prefetch=5)
-        d = await take(again)
-        assert d.redeliveries >= 1
-        await d.dead_letter({"bus-dlq-reason": "failed"})
-        # A quorum queue takes back what a browse returned through its Raft log, a
-        # moment later; the browse waits for that, so the dead-lettering itself is
-        # the only thing to wait for, and a browse or replay right after sees it all.
-        with anyio.fail_after(10):
-            while not [m async for m in t.dead_letters(topic, group)]:
-                await anyio.sleep(0.05)
-        for _ in range(3):  # browsing leaves them, in order, with no broker headers
-            letters = [m async for m in t.dead_letters(topic, group)]
-            assert [m.headers for m in letters] == [{"bus-dlq-reason": "failed"}]
-        assert await t.replay(topic, group) == 1
-        back = await take(again)
-        assert back.message.headers == {"bus-dlq-reason": "failed"}
-        await back.ack()
-        await again.close()
+        yield t
     finally:
         await t.close()
+
+
+async def test_quorum_queues_count_redeliveries(
+    quorum: RabbitTransport, names: tuple[str, str]
+) -> None:
+    topic, group = names
+    t = quorum
+    consumer = await t.consume(topic, group, prefetch=5)
+    await t.publish(topic, msg())
+    first = await take(consumer)
+    await first.retry(0.05, {"bus-attempt": "2"})
+    assert (await take(consumer)).message.headers == {"bus-attempt": "2"}
+    await consumer.close()
+    again = await t.consume(topic, group, prefetch=5)
+    d = await take(again)
+    assert d.redeliveries >= 1
+    await d.dead_letter({"bus-dlq-reason": "failed"})
+    # A quorum queue takes back what a browse returned through its Raft log, a
+    # moment later; the browse waits for that, so the dead-lettering itself is
+    # the only thing to wait for, and a browse or replay right after sees it all.
+    with anyio.fail_after(10):
+        while not [m async for m in t.dead_letters(topic, group)]:
+            await anyio.sleep(0.05)
+    for _ in range(3):  # browsing leaves them, in order, with no broker headers
+        letters = [m async for m in t.dead_letters(topic, group)]
+        assert [m.headers for m in letters] == [{"bus-dlq-reason": "failed"}]
+    assert await t.replay(topic, group) == 1
+    back = await take(again)
+    assert back.message.headers == {"bus-dlq-reason": "failed"}
+    await back.ack()
+    await again.close()
 
 
 async def test_unconfirmed_topic_publishes_still_settle_with_confirms(
@@ -386,31 +394,27 @@ async def test_closing_the_transport_ends_its_consumers_and_inboxes(
 
 
 async def test_a_quorum_browse_ends_with_every_letter_back(
-    rabbitmq_url: str, names: tuple[str, str]
+    quorum: RabbitTransport, rabbitmq_url: str, names: tuple[str, str]
 ) -> None:
     """A quorum queue applies a browse's return through its Raft log, a moment after the
     browse lets go; a replay or browse that counted in between once saw none (CI, stop 9)."""
     topic, group = names
-    t = RabbitTransport(rabbitmq_url + "&queue_type=quorum")
-    await t.connect()
-    try:
-        consumer = await t.consume(topic, group, prefetch=5)
-        await t.publish(topic, msg())
-        await (await take(consumer)).dead_letter({"bus-dlq-reason": "failed"})
-        await consumer.close()
-        dlq = topology.dead_letter_queue(t.config, topic, group)
-        async with await aio_pika.connect(rabbitmq_url.split("?")[0]) as plain:
-            channel = await plain.channel()
-            for _ in range(299):
-                await channel.default_exchange.publish(aio_pika.Message(b"{}"), routing_key=dlq)
-        with anyio.fail_after(10):
-            while len([m async for m in t.dead_letters(topic, group)]) < 300:
-                await anyio.sleep(0.05)
-        for _ in range(5):
-            async with contextlib.aclosing(t.dead_letters(topic, group)) as letters:
-                async for _m in letters:
-                    break  # a browse left early, and closed, has put back what it took
-            assert len([m async for m in t.dead_letters(topic, group)]) == 300
-        assert await t.replay(topic, group) == 300
-    finally:
-        await t.close()
+    t = quorum
+    consumer = await t.consume(topic, group, prefetch=5)
+    await t.publish(topic, msg())
+    await (await take(consumer)).dead_letter({"bus-dlq-reason": "failed"})
+    await consumer.close()
+    dlq = topology.dead_letter_queue(t.config, topic, group)
+    async with await aio_pika.connect(rabbitmq_url.split("?")[0]) as plain:
+        channel = await plain.channel()
+        for _ in range(299):
+            await channel.default_exchange.publish(aio_pika.Message(b"{}"), routing_key=dlq)
+    with anyio.fail_after(10):
+        while len([m async for m in t.dead_letters(topic, group)]) < 300:
+            await anyio.sleep(0.05)
+    for _ in range(5):
+        async with contextlib.aclosing(t.dead_letters(topic, group)) as letters:
+            async for _m in letters:
+                break  # a browse left early, and closed, has put back what it took
+        assert len([m async for m in t.dead_letters(topic, group)]) == 300
+    assert await t.replay(topic, group) == 300
