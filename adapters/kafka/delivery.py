@@ -15,16 +15,22 @@ if TYPE_CHECKING:
 class KafkaDelivery:
     """bus.transport.Delivery for a Kafka record.
 
-    ``redeliveries`` is always 0: Kafka does not count how often a record was read.
+    ``redeliveries`` is 1 for a record an earlier owner read and did not commit (the
+    handed-out marks of marks.py tell), else 0: Kafka keeps no per-record count.
     """
 
     __slots__ = ("_consumer", "_offset", "_part", "_settled", "message", "redeliveries")
 
     def __init__(
-        self, consumer: KafkaConsumer, part: Partition, offset: int, message: Message
+        self,
+        consumer: KafkaConsumer,
+        part: Partition,
+        offset: int,
+        message: Message,
+        redeliveries: int = 0,
     ) -> None:
         self.message = message
-        self.redeliveries = 0
+        self.redeliveries = redeliveries
         self._consumer = consumer
         self._part = part
         self._offset = offset

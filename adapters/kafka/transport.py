@@ -36,7 +36,7 @@ class KafkaTransport:
         ordered_per_key=True,  # a key maps to one partition, handed out in offset order
         persistent=True,  # Kafka's log (tansu's default memory:// storage is not)
         replays_old_messages=True,  # a new group starts at the earliest offset
-        counts_redeliveries=False,  # Kafka does not count reads of a record
+        counts_redeliveries=True,  # by handed-out marks (marks.py): at most 1, like RabbitMQ's flag
     )
 
     def __init__(self, url: str) -> None:

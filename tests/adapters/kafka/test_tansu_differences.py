@@ -135,9 +135,9 @@ async def test_metadata_for_an_unknown_topic_creates_it(kafka_broker: Tansu) -> 
 
 async def test_an_offset_commit_keeps_no_metadata(kafka_broker: Tansu) -> None:
     """Kafka: OffsetCommit stores a metadata string per partition, read back by
-    OffsetFetch. tansu: it reads back empty. (Commit metadata is how a member could leave
-    its successor a count of records handed out and not yet settled, which would let
-    Kafka count redeliveries; the adapter declares counts_redeliveries=False instead.)"""
+    OffsetFetch. tansu: it reads back empty. (So the adapter's handed-out marks, which
+    let Kafka count redeliveries, are committed offsets of a shadow group, not metadata:
+    see adapters/kafka/marks.py.)"""
     topic = await new_topic(kafka_broker)
     tp = TopicPartition(topic, 0)
     consumer = AIOKafkaConsumer(

@@ -1,0 +1,101 @@
+"""Handed-out marks: how a Kafka member tells its successor which records were read.
+
+Kafka does not count how often a record was read, so a member that dies holding records
+would pass them on looking new. Before a fetched batch is handed out, the member makes
+sure that, per partition, a "mark" past the batch's last offset is committed in a shadow
+consumer group of its own (``<group>.marks``, which nobody joins). A new owner reads the
+marks before it hands out a partition's records: records below the mark may have been
+read by an earlier owner that did not commit them, so they are redeliveries (counted 1,
+however often: like RabbitMQ's redelivered flag, unlike a quorum queue's count).
+
+A mark is claimed one read-ahead window (``read_ahead``) past the batch, so most batches
+need no commit. The price is paid only after a member dies: what it read ahead and had
+not handed out, and up to ``read_ahead`` records after that, count as redelivered once,
+as RabbitMQ counts a message prefetched by a consumer that died. A member leaving
+cleanly (close or revocation) lowers its marks to what it really handed out, so nothing
+it merely read ahead is counted.
+
+Offsets carry the marks, not commit metadata: tansu drops metadata (see
+tests/adapters/kafka/test_tansu_differences.py). A failed mark commit is logged and the
+batch is handed out anyway: counting is never worth stopping consumption for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from adapters.kafka.config import KafkaConfig
+
+log = logging.getLogger("bus.kafka")
+
+
+def marks_group(group: str) -> str:
+    """The shadow consumer group holding ``group``'s marks (no user group has a '.')."""
+    return f"{group}.marks"
+
+
+class Marks:
+    """The marks of one member's partitions, read and committed through a client of the
+    shadow group (assigned, never fetching: its partitions are paused)."""
+
+    def __init__(self, config: KafkaConfig, group: str) -> None:
+        self._client = AIOKafkaConsumer(
+            **config.client_options(),
+            group_id=marks_group(group),
+            enable_auto_commit=False,
+        )
+        self._owned: frozenset[TopicPartition] = frozenset()
+        self._failing = False
+
+    async def start(self) -> None:
+        await self._client.start()
+
+    async def stop(self) -> None:
+        await self._client.stop()
+
+    def own(self, partitions: Iterable[TopicPartition]) -> None:
+        """Track the member's assignment: a commit may name only assigned partitions."""
+        owned = frozenset(partitions)
+        if owned == self._owned:
+            return
+        self._owned = owned
+        self._client.assign(list(owned))
+        if owned:
+            self._client.pause(*owned)  # never fetch through this client
+
+    async def read(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
+        """Each partition's mark, 0 where none was ever committed."""
+        tps = list(partitions)
+        found = await asyncio.gather(
+            *(self._client.committed(tp) for tp in tps), return_exceptions=True
+        )
+        marks: dict[TopicPartition, int] = {}
+        for tp, mark in zip(tps, found, strict=True):
+            if isinstance(mark, BaseException):
+                log.warning("could not read the handed-out mark of %s: %s", tp, mark)
+                mark = None
+            marks[tp] = mark if isinstance(mark, int) else 0
+        return marks
+
+    async def commit(self, marks: dict[TopicPartition, int]) -> bool:
+        """Commit ``marks`` (owned partitions only); False, logged, if the broker did not."""
+        marks = {tp: mark for tp, mark in marks.items() if tp in self._owned}
+        if not marks:
+            return True
+        try:
+            await self._client.commit(marks)
+        except Exception as exc:
+            if not self._failing:  # once per run of failures, not per batch
+                log.warning(
+                    "handed-out marks not committed (%s): a redelivery after a crash may "
+                    "not raise the attempt count",
+                    exc,
+                )
+            self._failing = True
+            return False
+        self._failing = False
+        return True

@@ -1,0 +1,83 @@
+"""Kafka redeliveries are counted by handed-out marks (adapters/kafka/marks.py): a record
+that a member took and did not settle comes to the next owner with redeliveries 1; what a
+member only read ahead, and dropped when it left cleanly, comes as new."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import anyio
+
+from adapters.kafka import KafkaTransport
+
+from .test_kafka_transport import msg, take
+
+ROOT = Path(__file__).resolve().parents[3]
+HOLDER = Path(__file__).with_name("holder.py")
+
+
+async def test_a_clean_close_counts_what_it_held_and_not_what_it_read_ahead(
+    transport: KafkaTransport, names: tuple[str, str]
+) -> None:
+    topic, group = names
+    first = await transport.consume(topic, group, prefetch=10)
+    for body in (b"acked", b"held", b"read-ahead"):
+        await transport.publish(topic, msg(body, key="k"))
+    acked = await take(first)
+    assert (acked.message.body, acked.redeliveries) == (b"acked", 0)
+    await acked.ack()
+    held = await take(first)
+    assert (held.message.body, held.redeliveries) == (b"held", 0)
+    await first.close()  # "held" unsettled; "read-ahead" fetched, never handed out
+
+    second = await transport.consume(topic, group, prefetch=10)
+    again = await take(second)
+    assert (again.message.body, again.redeliveries) == (b"held", 1)
+    await again.ack()
+    ahead = await take(second)
+    assert (ahead.message.body, ahead.redeliveries) == (b"read-ahead", 0)
+    await ahead.ack()
+    await transport.publish(topic, msg(b"new", key="k"))
+    new = await take(second)
+    assert (new.message.body, new.redeliveries) == (b"new", 0)
+    await new.ack()
+    await second.close()
+
+
+async def test_a_killed_member_leaves_its_records_counted(
+    kafka_url: str, transport: KafkaTransport, names: tuple[str, str]
+) -> None:
+    topic, group = names
+    await (await transport.consume(topic, group, prefetch=10)).close()  # topics, group
+    for body in (b"taken", b"read-ahead"):
+        await transport.publish(topic, msg(body, key="k"))
+    holder = await anyio.open_process(
+        # read_ahead=1: the dead member's mark then reaches one record past what it read
+        # (marks are claimed a read-ahead window ahead), which "after" lies beyond.
+        [sys.executable, str(HOLDER), kafka_url + "&read_ahead=1", topic, group],
+        cwd=ROOT,
+        env={"PYTHONPATH": str(ROOT), "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        stderr=None,
+    )
+    try:
+        assert holder.stdout is not None
+        with anyio.fail_after(30):
+            said = (await holder.stdout.receive()).decode()
+        assert said.strip() == "took taken"
+    finally:
+        holder.kill()  # SIGKILL: no clean close, no commit
+        await holder.wait()
+    await transport.publish(topic, msg(b"after", key="k"))
+
+    rescuer = await transport.consume(topic, group, prefetch=10)
+    seen = []
+    for _ in range(3):
+        d = await take(rescuer, timeout=30)
+        seen.append((d.message.body, d.redeliveries))
+        await d.ack()
+    await rescuer.close()
+    # Read ahead by the dead member counts as delivered too, as RabbitMQ counts a
+    # prefetched message; the record published after it died (past its mark) is new.
+    assert seen == [(b"taken", 1), (b"read-ahead", 1), (b"after", 0)]
