@@ -63,9 +63,12 @@ class Marks:
         if owned == self._owned:
             return
         self._owned = owned
-        self._client.assign(list(owned))
-        if owned:
-            self._client.pause(*owned)  # never fetch through this client
+        try:
+            self._client.assign(list(owned))
+            if owned:
+                self._client.pause(*owned)  # never fetch through this client
+        except Exception as exc:  # stopped while the member was closing: nothing to mark
+            log.debug("handed-out marks: assignment not followed: %s", exc)
 
     async def read(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Each partition's mark, 0 where none was ever committed."""
