@@ -8,12 +8,14 @@ marks before it hands out a partition's records: records below the mark may have
 read by an earlier owner that did not commit them, so they are redeliveries (counted 1,
 however often: like RabbitMQ's redelivered flag, unlike a quorum queue's count).
 
-A mark is claimed one read-ahead window (``read_ahead``) past the batch, so most batches
-need no commit. The price is paid only after a member dies: what it read ahead and had
-not handed out, and up to ``read_ahead`` records after that, count as redelivered once,
-as RabbitMQ counts a message prefetched by a consumer that died. A member leaving
-cleanly (close or revocation) lowers its marks to what it really handed out, so nothing
-it merely read ahead is counted.
+A mark is claimed two read-ahead windows (``read_ahead``) past what was fetched, for all
+of a member's partitions in one commit: on assignment (from where fetching starts), and
+again in the background once a batch comes within one window of it, so a batch seldom
+waits. The price is paid only after a member dies: what it read ahead and had not handed
+out, and up to two windows after that, count as redelivered once, as RabbitMQ counts a
+message prefetched by a consumer that died. A member leaving cleanly (close or
+revocation) lowers its marks to what it really handed out, so nothing it merely read
+ahead, or claimed ahead, is counted.
 
 Offsets carry the marks, not commit metadata: tansu drops metadata (see
 tests/adapters/kafka/test_tansu_differences.py). A failed mark commit is logged and the
