@@ -33,8 +33,11 @@ _GOOD_TOPICS_MAX = 10_000
 
 def check_topic(topic: str) -> str:
     """``topic`` if it is a valid topic name, else a ConfigError saying why."""
-    if topic in _good_topics:
-        return topic
+    try:
+        if topic in _good_topics:
+            return topic
+    except TypeError:  # unhashable: certainly not a topic name, said below
+        pass
     if not isinstance(topic, str) or not _TOPIC.fullmatch(topic):
         raise ConfigError(
             f"topic {topic!r} is not a valid topic name: use 1-{TOPIC_MAX} characters "

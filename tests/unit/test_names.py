@@ -50,6 +50,14 @@ async def test_publish_request_and_the_dead_letter_calls_check_names() -> None:
             [letter async for letter in b.dead_letters("t", group="a:b")]
 
 
+@pytest.mark.parametrize("wrong", [None, 42, b"orders", ["orders"], {"t": 1}])
+def test_a_topic_or_group_of_the_wrong_type_is_a_config_error(wrong: object) -> None:
+    with pytest.raises(bus.ConfigError, match="not a valid topic name"):
+        names.check_topic(wrong)  # type: ignore[arg-type]
+    with pytest.raises(bus.ConfigError, match="not a valid group"):
+        names.check_group(wrong)  # type: ignore[arg-type]
+
+
 def test_a_good_topic_stays_good_once_cached() -> None:
     assert names.check_topic("order.placed") == "order.placed"
     assert names.check_topic("order.placed") == "order.placed"
