@@ -28,7 +28,9 @@ import asyncio
 import logging
 from collections.abc import Iterable
 
+import tenacity
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
 
 from adapters.kafka.config import KafkaConfig
 
@@ -75,9 +77,7 @@ class Marks:
     async def read(self, partitions: Iterable[TopicPartition]) -> dict[TopicPartition, int]:
         """Each partition's mark, 0 where none was ever committed."""
         tps = list(partitions)
-        found = await asyncio.gather(
-            *(self._client.committed(tp) for tp in tps), return_exceptions=True
-        )
+        found = await asyncio.gather(*(self._read_one(tp) for tp in tps), return_exceptions=True)
         marks: dict[TopicPartition, int] = {}
         for tp, mark in zip(tps, found, strict=True):
             if isinstance(mark, BaseException):
@@ -86,13 +86,22 @@ class Marks:
             marks[tp] = mark if isinstance(mark, int) else 0
         return marks
 
+    async def _read_one(self, tp: TopicPartition) -> int | None:
+        async for attempt in _retrying():
+            with attempt:
+                mark: int | None = await self._client.committed(tp)
+                return mark
+        return None  # not reached: the last failure is raised
+
     async def commit(self, marks: dict[TopicPartition, int]) -> bool:
         """Commit ``marks`` (owned partitions only); False, logged, if the broker did not."""
         marks = {tp: mark for tp, mark in marks.items() if tp in self._owned}
         if not marks:
             return True
         try:
-            await self._client.commit(marks)
+            async for attempt in _retrying():
+                with attempt:
+                    await self._client.commit(marks)
         except Exception as exc:
             if not self._failing:  # once per run of failures, not per batch
                 log.warning(
@@ -104,3 +113,16 @@ class Marks:
             return False
         self._failing = False
         return True
+
+
+def _retrying() -> tenacity.AsyncRetrying:
+    """A few quick tries on a retriable broker error (the shadow group's coordinator
+    still being found, or moving): a mark not committed is a redelivery not counted."""
+    return tenacity.AsyncRetrying(
+        stop=tenacity.stop_after_attempt(4),
+        wait=tenacity.wait_exponential(multiplier=0.05, max=0.5),
+        retry=tenacity.retry_if_exception(
+            lambda exc: isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+        ),
+        reraise=True,
+    )
