@@ -218,9 +218,7 @@ class KafkaConsumer:
         parts = self._parts
         unknown = [tp for tp in batches if tp in parts and not parts[tp].known]
         if unknown:
-            for tp, mark in (await self._marks.read(unknown)).items():
-                if (part := parts.get(tp)) is not None:
-                    part.known, part.redone, part.mark = True, mark, mark
+            self._know(await self._marks.read(unknown))
         # Claimed ahead (see marks.py and _stride) for every partition at once, and again
         # in the background once a batch comes within half a stride of the mark, so a
         # batch seldom waits: an awaited commit per batch (~0.2 ms of CPU, a round trip,
@@ -242,17 +240,32 @@ class KafkaConsumer:
             if any(
                 (part := parts.get(tp)) is not None and part.fetched > part.mark for tp in batches
             ):
-                self._start_claim(stride)
+                self._start_claim()
                 await self._claimed()
         elif soon and self._claiming is None:
-            self._start_claim(stride)
+            self._start_claim()
 
-    def _start_claim(self, stride: int) -> None:
+    def _know(
+        self, marks: dict[TopicPartition, int], starts: dict[TopicPartition, int] | None = None
+    ) -> None:
+        """Take the marks read for partitions not yet known (and, from an assignment,
+        where their fetching starts); a partition known meanwhile keeps what it has."""
+        for tp, mark in marks.items():
+            part = self._parts.get(tp)
+            if part is None or part.known:
+                continue  # revoked again, or learnt the other way first
+            part.known, part.redone, part.mark = True, mark, mark
+            start = (starts or {}).get(tp, 0)
+            if start > part.fetched:
+                part.fetched = start
+
+    def _start_claim(self) -> None:
         """Claim a window past what was fetched on every partition, in a task of its own
         (the one ``_claimed`` waits for, so a member leaving always commits its final
         marks after every claim)."""
         if self._closed:
             return  # the final marks are being written; a claim now would undo them
+        stride = self._stride
         marks = {
             tp: part.fetched + stride
             for tp, part in self._parts.items()
@@ -409,15 +422,12 @@ class KafkaConsumer:
                 starts = await asyncio.gather(
                     *(self._client.position(tp) for tp in new), return_exceptions=True
                 )
-                for tp, start in zip(new, starts, strict=True):
-                    part = self._parts.get(tp)
-                    if part is None or part.known:
-                        continue  # revoked again, or its first batch came first
-                    part.known, part.redone, part.mark = True, marks[tp], marks[tp]
-                    if isinstance(start, int) and start > part.fetched:
-                        part.fetched = start
+                self._know(
+                    marks,
+                    {tp: s for tp, s in zip(new, starts, strict=True) if isinstance(s, int)},
+                )
                 if self._claiming is None:
-                    self._start_claim(self._stride)
+                    self._start_claim()
 
     # -- closing -------------------------------------------------------------------
 
