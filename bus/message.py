@@ -78,6 +78,12 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     correlation_id: str | None = None
     reply_to: str | None = None
     content_type: str | None = JSON
+    native: object = None
+    """What the adapter read this message from, in the broker's own form (AMQP properties,
+    Kafka record headers), or None for a message the core built. Opaque to the core and
+    never sent: an adapter writing a copy (retry, dead letter, give-back) starts from it,
+    so values the envelope cannot hold (AMQP tables and ints, non-UTF-8 or repeated Kafka
+    headers, AMQP priority, timestamp, type...) survive unchanged."""
 
     def with_headers(self, headers: dict[str, str]) -> Message:
         """A copy of this message with ``headers`` in place of its own."""

@@ -61,7 +61,21 @@ class Delivery(Protocol):
 
     async def dead_letter(self, headers: Mapping[str, str]) -> None:
         """Park a copy, body unchanged and ``headers`` in place of the original's, in this
-        group's dead-letter destination; return once the broker holds it, then ack."""
+        group's dead-letter destination; return once the broker holds it, then ack.
+
+        ``retry`` and ``dead_letter`` raise (``PublishError``, ``ConnectionLost``) when the
+        copy was not taken; the delivery is then still unsettled, and the core gives it
+        back. Header values that did not change keep their original native form (see
+        ``Message.native``): a copy of a foreign message is byte-identical but for the
+        headers the core added or removed.
+        """
+
+    async def give_back(self) -> None:
+        """Return the message, unsettled, to its group for redelivery (to any member),
+        counted as a redelivery where the broker counts them. Used when settling failed:
+        it must not wait on the broker beyond a short bound, must never raise, and must
+        free what the delivery held (its prefetch slot, its key, its partition's commit
+        position), so the messages behind it keep flowing."""
 
 
 class Consumer(Protocol):
@@ -80,6 +94,13 @@ class Consumer(Protocol):
         Raises StopAsyncIteration once the consumer is closed.
         """
         ...
+
+    async def stop_fetching(self) -> None:
+        """Take nothing more from the broker (a graceful close's first step). Deliveries
+        already handed out can still be settled until ``close``. What was fetched but
+        never handed out goes back to the group now, not counted as a redelivery (its
+        ``ctx.attempt`` stays what it was), quorum queues included. Afterwards ``poll``
+        returns None and ``__anext__`` raises StopAsyncIteration. Idempotent."""
 
     async def close(self) -> None:
         """Stop consuming. Every delivery not yet settled goes back to the group (counted
