@@ -16,10 +16,12 @@ from bus import codec, names, presence
 from bus.dead_letter import DeadLetter
 from bus.dispatch import Runner
 from bus.errors import BusError, ConfigError, MessageTooLarge
+from bus.handling import Handle, Handling
 from bus.message import JSON, MSGPACK, PAYLOAD_TYPE, Message, new_id
+from bus.observed import observed
 from bus.registry import open_transport
 from bus.requests import Requests
-from bus.service import Service
+from bus.service import Service, Subscription
 from bus.telemetry import Telemetry
 from bus.transport import Transport
 from bus.url import redact, resolve, scheme
@@ -54,7 +56,12 @@ class Bus:
 
     ``async with Bus(...) as b`` connects, subscribes every handler, and on exit closes
     gracefully: it stops taking messages, lets running handlers finish for up to
-    ``close_timeout`` seconds, and leaves what it never started to be redelivered.
+    ``close_timeout`` seconds (they may still publish, request and reply meanwhile), and
+    gives back what it never started, not counted as an attempt.
+
+    ``settle_timeout`` bounds how long settling one message (a retry or dead-letter copy
+    the broker must confirm, an ack) may take before the message is given back to its
+    group instead, so a broker that cannot take a copy never holds a consumer's capacity.
     """
 
     def __init__(
@@ -66,6 +73,7 @@ class Bus:
         close_timeout: float = 10.0,
         content_type: str = JSON,
         presence_interval: float | Literal["env"] | None = "env",
+        settle_timeout: float = 60.0,
     ) -> None:
         self.url = resolve(url)
         if content_type not in (JSON, MSGPACK):
@@ -76,7 +84,10 @@ class Bus:
         for service in self.services:
             if not isinstance(service, Service):
                 raise ConfigError(f"services must be bus.Service objects, got {service!r}")
+        if settle_timeout <= 0:
+            raise ConfigError("settle_timeout must be a positive number of seconds")
         self.max_message_size = max_message_size
+        self.settle_timeout = settle_timeout
         self.close_timeout = close_timeout
         self.content_type = content_type
         self.presence_interval = (
@@ -85,7 +96,7 @@ class Bus:
         self._announcer: presence.Announcer | None = None
         self._transport: Transport = open_transport(self.url)
         self._telemetry = Telemetry(scheme(self.url))
-        self._requests = Requests(self._transport, content_type)
+        self._requests = Requests(self._transport, content_type, max_message_size=max_message_size)
         self._runners: list[Runner] = []
         self._tg: TaskGroup | None = None
         self._host: asyncio.Task[None] | None = None
@@ -138,18 +149,26 @@ class Bus:
                     consumer = await self._transport.consume(
                         sub.topic, sub.group, prefetch=sub.concurrency
                     )
-                    runner = Runner(self, sub, consumer)
+                    runner = Runner(sub, consumer, self._handling(sub))
                     self._runners.append(runner)
                     assert self._tg is not None
                     self._tg.start_soon(runner.run)
             if self.services and self.presence_interval:
-                self._announcer = presence.Announcer(self, self.services, self.presence_interval)
+                self._announcer = presence.Announcer(
+                    self.publish, self.services, self.presence_interval
+                )
                 assert self._tg is not None
                 self._tg.start_soon(self._announcer.run)
         except BaseException:
             await self.close()
             raise
         log.info("bus started on %s with %d handler(s)", redact(self.url), len(self._runners))
+
+    def _handling(self, sub: Subscription) -> Handle:
+        handle: Handle = Handling(sub, self, self._requests, self.settle_timeout)
+        if self._telemetry.tracing or self._telemetry.metering:
+            handle = observed(handle, sub, self._telemetry)
+        return handle
 
     async def _run_host(self, ready: anyio.Event) -> None:
         try:
@@ -175,9 +194,16 @@ class Bus:
             if self._announcer is not None:
                 await self._announcer.stopped()
                 self._announcer = None
-            self._started = False
+            # Handlers still running may publish, request and reply until they finish:
+            # the bus stays started (and its transport open) until they have.
             for runner in self._runners:
                 runner.stop_intake()
+            with anyio.move_on_after(deadline):
+                for runner in self._runners:
+                    try:
+                        await runner.consumer.stop_fetching()
+                    except Exception as exc:  # closing gives it back all the same
+                        log.warning("stopping a consumer's intake failed: %s", exc)
             with anyio.move_on_after(deadline):
                 for runner in self._runners:
                     await runner.done.wait()
@@ -189,6 +215,7 @@ class Bus:
                 await runner.done.wait()
                 await runner.consumer.close()
             self._runners.clear()
+            self._started = False
             await self._requests.close()
             await self._transport.close()
             self._stop_host.set()

@@ -226,7 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     req.add_argument("payload", help="the JSON body")
     req.add_argument("--timeout", type=float, default=5.0)
     req.set_defaults(func=_request)
-    for p in (run, dlq, pub, req):
+    for p in (run, status, dlq, pub, req):  # --url also after the command, as the docs show
         p.add_argument("--url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 

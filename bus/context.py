@@ -9,30 +9,53 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from bus.message import CAUSATION_ID, Message
 
-if TYPE_CHECKING:
-    from bus.bus import Bus
-
 T = TypeVar("T")
+
+
+class Speaker(Protocol):
+    """What a handler speaks through: publish and request (a ``bus.Bus`` is one)."""
+
+    async def publish(
+        self,
+        topic: str,
+        payload: object,
+        *,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+    ) -> str: ...
+
+    async def request(
+        self,
+        topic: str,
+        payload: object,
+        *,
+        response: type[Any],
+        timeout: float = 5.0,
+        key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        correlation_id: str | None = None,
+    ) -> Any: ...
 
 
 class Context:
     """Facts about the message being handled. Built once per delivery, cheaply."""
 
-    __slots__ = ("_bus", "_headers", "attempt", "group", "message", "topic")
+    __slots__ = ("_headers", "_speaker", "attempt", "group", "message", "topic")
 
     def __init__(
         self,
-        bus: Bus,
+        speaker: Speaker,
         message: Message,
         topic: str,
         group: str,
         attempt: int,
     ) -> None:
-        self._bus = bus
+        self._speaker = speaker
         self.message = message
         self.topic = topic
         self.group = group
@@ -74,7 +97,7 @@ class Context:
         headers: Mapping[str, str] | None = None,
     ) -> None:
         """Publish as part of this conversation."""
-        await self._bus.publish(
+        await self._speaker.publish(
             topic,
             payload,
             key=key,
@@ -93,7 +116,7 @@ class Context:
         headers: Mapping[str, str] | None = None,
     ) -> T:
         """Request as part of this conversation."""
-        return await self._bus.request(
+        result: T = await self._speaker.request(
             topic,
             payload,
             response=response,
@@ -102,6 +125,7 @@ class Context:
             headers=self._carried(headers),
             correlation_id=self.correlation_id,
         )
+        return result
 
     def __repr__(self) -> str:
         return (
@@ -110,4 +134,4 @@ class Context:
         )
 
 
-__all__ = ["Context"]
+__all__ = ["Context", "Speaker"]

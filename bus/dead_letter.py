@@ -97,6 +97,15 @@ def dead_letter_headers(
     return out
 
 
+def slim(headers: dict[str, str]) -> dict[str, str]:
+    """Dead-letter ``headers`` cut down for a broker that refused them as too large: no
+    stack trace, the exception message clipped to 128 bytes."""
+    out = dict(headers)
+    out[m.DLQ_EXCEPTION_STACKTRACE] = ""
+    out[m.DLQ_EXCEPTION_MESSAGE] = _clip(out.get(m.DLQ_EXCEPTION_MESSAGE, ""), 128)
+    return out
+
+
 def retry_headers(message: m.Message, next_attempt: int) -> dict[str, str]:
     """The headers of the copy that will be attempt ``next_attempt``."""
     out = dict(message.headers)

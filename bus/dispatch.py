@@ -1,51 +1,45 @@
 """Runs one subscription: a fixed pool of workers pulling from one Consumer.
 
 A pool of ``concurrency`` workers (rather than a task per message) bounds in-flight
-handlers and spends nothing per message on spawning. Closing stops the intake first;
-handlers already running finish (up to the bus's deadline) and settle; what was never
-started stays unsettled, so the adapter gives it back to the group.
+handlers and spends nothing per message on spawning. Each delivery goes down one path,
+``handle`` (bus/handling.py, with telemetry wrapped around it when an SDK is installed),
+which never raises for a message: a worker never dies on one. Closing stops the intake
+first; handlers already running finish (up to the bus's deadline) and settle; what was
+never started stays unsettled, so the adapter gives it back to the group.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from typing import TYPE_CHECKING
 
 import anyio
 import anyio.lowlevel
-from opentelemetry import trace
+import tenacity
 
-from bus import codec, logs
-from bus.context import Context
 from bus.dead_letter import type_name
-from bus.errors import DecodeError
-from bus.message import ATTEMPT, DEADLINE, Message
-from bus.outcome import classify, settle_failure
+from bus.handling import Handle
 from bus.service import Subscription
 from bus.transport import Consumer, Delivery
 
-if TYPE_CHECKING:
-    from bus.bus import Bus
-
 log = logging.getLogger("bus.dispatch")
+
+# An adapter that fails to hand out a message (it reconnects by itself) is asked again on
+# this schedule: quickly at first, then every few seconds, with jitter so the workers of
+# a pool do not ask in step.
+_INTAKE_WAIT = tenacity.wait_exponential(multiplier=0.1, max=5.0) + tenacity.wait_random(0, 0.1)
 
 
 class Runner:
     """The workers of one subscription."""
 
-    def __init__(self, bus: Bus, sub: Subscription, consumer: Consumer) -> None:
-        self._bus = bus
+    def __init__(self, sub: Subscription, consumer: Consumer, handle: Handle) -> None:
         self._sub = sub
         self._consumer = consumer
+        self._handle = handle
         self._stopping = False
         self._intakes: set[anyio.CancelScope] = set()
         self._workers: anyio.CancelScope | None = None
         self.done = anyio.Event()
-        # Resolved once: the decoder per content type is cached in codec.decoder.
-        self._handler = sub.handler
-        self._payload_type = sub.payload_type
-        self._telemetry = bus._telemetry
 
     @property
     def consumer(self) -> Consumer:
@@ -74,147 +68,67 @@ class Runner:
 
     async def _worker(self) -> None:
         consumer = self._consumer
+        handle = self._handle
         poll = getattr(consumer, "poll", None)
-        polled = failures = 0
+        polled = 0
         while not self._stopping:
             if poll is not None:
                 ready: Delivery | None = poll()
                 if ready is not None:
-                    await self._settle_safely(ready)
+                    try:  # zero-cost unless raised
+                        await handle(ready)
+                    except Exception:
+                        await self._bug(ready)
                     polled += 1
                     if polled % 32 == 0:  # a busy queue must not starve the event loop
                         await anyio.lowlevel.checkpoint()
                     continue
-            delivery = None
+            delivery = await self._take()
+            if delivery is None:
+                return
+            try:
+                await handle(delivery)
+            except Exception:
+                await self._bug(delivery)
+
+    async def _bug(self, delivery: Delivery) -> None:
+        """The handling path raised, which it never should: keep the worker, give the
+        message back."""
+        log.exception("handling message %s failed; giving it back", delivery.message.id)
+        with anyio.move_on_after(5.0):
+            try:
+                await delivery.give_back()
+            except Exception as exc:
+                log.error("could not give message %s back: %s", delivery.message.id, exc)
+
+    async def _take(self) -> Delivery | None:
+        """The next delivery; None once the consumer or the intake is closed."""
+        failures = 0
+        while not self._stopping:
             with anyio.CancelScope() as intake:
                 self._intakes.add(intake)
                 try:
-                    delivery = await consumer.__anext__()
+                    return await self._consumer.__anext__()
                 except StopAsyncIteration:
-                    return
+                    return None
                 except Exception as exc:
-                    # Adapters reconnect by themselves; one that gives up must not take the
-                    # other subscriptions down with it. Try again after a pause.
+                    # Adapters reconnect by themselves; one that gives up must not take
+                    # the other subscriptions down with it. Ask again after a pause.
                     failures += 1
                     log.error(
                         "consuming %s for group %s failed (%s: %s); retrying",
                         self._sub.topic, self._sub.group, type_name(exc), exc,
                         extra={"topic": self._sub.topic, "group": self._sub.group},
                     )  # fmt: skip
-                    await anyio.sleep(min(5.0, 0.1 * 2**failures))
+                    await anyio.sleep(_pause(failures))
                 finally:
                     self._intakes.discard(intake)
             if intake.cancel_called:
-                return
-            if delivery is not None:
-                failures = 0
-                await self._settle_safely(delivery)
-
-    async def _settle_safely(self, delivery: Delivery) -> None:
-        try:
-            await self._handle(delivery)
-        except Exception:  # a broker error while settling: the broker redelivers it
-            log.exception(
-                "could not settle message %s of %s",
-                delivery.message.id,
-                self._sub.topic,
-                extra={"message_id": delivery.message.id, "topic": self._sub.topic},
-            )
-
-    async def _handle(self, delivery: Delivery) -> None:
-        sub = self._sub
-        message = delivery.message
-        logs.current.set((message.id, message.correlation_id, sub.topic, sub.group))
-        raw_attempt = message.headers.get(ATTEMPT)
-        attempt = (int(raw_attempt) if raw_attempt else 1) + delivery.redeliveries
-        if sub.reply and self._expired(message):
-            await delivery.ack()
-            return
-        tel = self._telemetry
-        if tel.tracing or tel.metering:
-            await self._handle_observed(delivery, message, attempt)
-            return
-        try:
-            payload = codec.decode(message.body, self._payload_type, message.content_type)
-            if sub.wants_context:
-                result = await self._handler(
-                    payload, Context(self._bus, message, sub.topic, sub.group, attempt)
-                )
-            else:
-                result = await self._handler(payload)
-        except Exception as exc:
-            await self._failed(delivery, exc, attempt)
-            return
-        if sub.reply:
-            await self._bus._requests.reply(message, result)
-        await delivery.ack()
-
-    async def _handle_observed(self, delivery: Delivery, message: Message, attempt: int) -> None:
-        """``_handle`` with a consumer span, counters and a duration histogram."""
-        sub, tel = self._sub, self._telemetry
-        started = time.perf_counter()
-        attrs = {
-            "messaging.destination.name": sub.topic,
-            "messaging.consumer.group.name": sub.group,
-        }
-        tel.track_in_flight(1, attrs)
-        try:
-            with tel.process_span(sub.topic, sub.group, message) as span:
-                span.set_attribute("messaging.delivery.attempt", attempt)
-                try:
-                    payload = codec.decode(message.body, self._payload_type, message.content_type)
-                    if sub.wants_context:
-                        ctx = Context(self._bus, message, sub.topic, sub.group, attempt)
-                        result = await self._handler(payload, ctx)
-                    else:
-                        result = await self._handler(payload)
-                except Exception as exc:
-                    span.record_exception(exc)
-                    span.set_status(trace.StatusCode.ERROR, str(exc)[:256])
-                    span.set_attribute("error.type", type_name(exc))
-                    tel.count("failed", sub.topic, sub.group)
-                    delay = await self._failed(delivery, exc, attempt)
-                    if delay is not None:
-                        span.add_event("bus.retry", {"bus.retry.delay_s": delay})
-                        tel.count("retried", sub.topic, sub.group)
-                    elif not sub.reply or isinstance(exc, DecodeError):
-                        span.add_event("bus.dead_letter", {"bus.dlq.reason": classify(exc)})
-                        tel.count("dead_lettered", sub.topic, sub.group)
-                    return
-                if sub.reply:
-                    await self._bus._requests.reply(message, result)
-                await delivery.ack()
-                tel.count("handled", sub.topic, sub.group)
-        finally:
-            tel.track_in_flight(-1, attrs)
-            tel.timed(sub.topic, sub.group, started)
-
-    def _expired(self, message: Message) -> bool:
-        """A request whose caller stopped waiting: answering it would only repeat its
-        side effects for nobody."""
-        deadline = message.headers.get(DEADLINE)
-        if deadline is None:
-            return False
-        try:
-            expired = time.time() > float(deadline)
-        except ValueError:
-            return False
-        if expired:
-            log.info(
-                "skipped request %s on %s: its caller stopped waiting at %s",
-                message.id, self._sub.topic, deadline,
-                extra={"message_id": message.id, "topic": self._sub.topic},
-            )  # fmt: skip
-        return expired
-
-    async def _failed(self, delivery: Delivery, exc: Exception, attempt: int) -> float | None:
-        sub = self._sub
-        if sub.reply:
-            # The caller learns of it now; only poison input is also parked.
-            await self._bus._requests.reply_error(delivery.message, exc)
-            if not isinstance(exc, DecodeError):
-                await delivery.ack()
                 return None
-        return await settle_failure(
-            delivery, exc, topic=sub.topic, group=sub.group, attempt=attempt, retry=sub.retry
-        )
+        return None
+
+
+def _pause(failures: int) -> float:
+    state = tenacity.RetryCallState(None, None, (), {})  # type: ignore[arg-type]
+    state.attempt_number = failures
+    return float(_INTAKE_WAIT(state))

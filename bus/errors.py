@@ -33,7 +33,8 @@ class DecodeError(BusError):
 
 
 class MessageTooLarge(BusError):
-    """A publish exceeded the bus's max_message_size."""
+    """A message exceeded the bus's max_message_size, or the broker refused it as too
+    large (adapters raise it then, so the core can send less)."""
 
 
 class PublishError(BusError):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 
-from bus.dead_letter import Reason, dead_letter_headers, retry_headers, type_name
-from bus.errors import DecodeError, Reject
+from bus.dead_letter import Reason, dead_letter_headers, retry_headers, slim, type_name
+from bus.errors import DecodeError, MessageTooLarge, Reject
 from bus.retry import Retry
 from bus.transport import Delivery
 
@@ -30,7 +30,7 @@ def classify(exc: BaseException) -> Reason:
 
 async def settle_failure(
     delivery: Delivery,
-    exc: Exception,
+    exc: BaseException,
     *,
     topic: str,
     group: str,
@@ -76,5 +76,12 @@ async def settle_failure(
         exc,
         extra=extra,
     )
-    await delivery.dead_letter(headers)
+    try:
+        await delivery.dead_letter(headers)
+    except MessageTooLarge:
+        # The body fits, the body with the bus-dlq-* headers does not: park it with the
+        # reason and the exception's type but without the stack trace rather than not at all.
+        log.warning("dead letter of %s too large for the broker; parked without its stack trace",
+                    message.id, extra=extra)  # fmt: skip
+        await delivery.dead_letter(slim(headers))
     return None

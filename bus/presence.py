@@ -12,15 +12,16 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal
 
 import anyio
 import msgspec
 
 from bus.dead_letter import now_rfc3339
+from bus.errors import ConfigError
 
 if TYPE_CHECKING:
-    from bus.bus import Bus
     from bus.service import Service
     from bus.transport import Transport
 
@@ -31,6 +32,7 @@ DEFAULT_INTERVAL = 5.0
 ENV_INTERVAL = "BUS_PRESENCE_INTERVAL"
 
 State = Literal["running", "stopped"]
+Publish = Callable[[str, object], Awaitable[object]]
 
 
 class Announcement(msgspec.Struct, frozen=True):
@@ -63,7 +65,14 @@ def interval_from_env() -> float | None:
     raw = os.environ.get(ENV_INTERVAL)
     if raw is None:
         return DEFAULT_INTERVAL
-    value = float(raw)
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(
+            f"{ENV_INTERVAL}={raw!r}: use a number of seconds (0 turns presence off)"
+        ) from None
+    if value != value or value == float("inf"):
+        raise ConfigError(f"{ENV_INTERVAL}={raw!r}: use a finite number of seconds")
     return value if value > 0 else None
 
 
@@ -78,8 +87,8 @@ def describe_handlers(service: Service) -> list[str]:
 class Announcer:
     """Announces the services of one bus every ``interval`` seconds."""
 
-    def __init__(self, bus: Bus, services: list[Service], interval: float) -> None:
-        self._bus = bus
+    def __init__(self, publish: Publish, services: list[Service], interval: float) -> None:
+        self._publish = publish
         self._interval = interval
         self._scope = anyio.CancelScope()
         started = now_rfc3339()
@@ -102,7 +111,7 @@ class Announcer:
     async def _announce(self, state: State) -> None:
         sent = now_rfc3339()
         for a in self._announcements:
-            await self._bus.publish(TOPIC, msgspec.structs.replace(a, sent=sent, state=state))
+            await self._publish(TOPIC, msgspec.structs.replace(a, sent=sent, state=state))
 
     async def run(self) -> None:
         with self._scope:

@@ -52,20 +52,27 @@ class MemoryDelivery:
             self._consumer._queue.dead.append(self.message.with_headers(dict(headers)))
             self._settle()
 
+    async def give_back(self) -> None:
+        entry = self._consumer._held.pop(id(self._entry), None)
+        if entry is not None:  # to the front, its key still busy: order per key holds
+            entry.redeliveries += 1
+            self._consumer._queue.put_back([entry])
+
 
 class MemoryConsumer:
     def __init__(self, queue: GroupQueue) -> None:
         self._queue = queue
         self._held: dict[int, Entry] = {}  # insertion order is delivery order
         self._waiting: set[anyio.Event] = set()
-        self._closed = [False]
+        self._stopped = [False]  # takes nothing more (a list: the queue's waiters read it)
+        self._closed = False
         self.on_close: Callable[[], None] | None = None
 
     def __aiter__(self) -> MemoryConsumer:
         return self
 
     def poll(self) -> MemoryDelivery | None:
-        if self._closed[0]:
+        if self._stopped[0]:
             return None
         entry = self._queue.try_take()
         if entry is None:
@@ -74,22 +81,27 @@ class MemoryConsumer:
         return MemoryDelivery(self, entry)
 
     async def __anext__(self) -> MemoryDelivery:
-        entry = self._queue.try_take() if not self._closed[0] else None
+        entry = self._queue.try_take() if not self._stopped[0] else None
         if entry is None:
-            entry = await self._queue.take(self._waiting, self._closed)
+            entry = await self._queue.take(self._waiting, self._stopped)
             if entry is None:
                 raise StopAsyncIteration
         self._held[id(entry)] = entry
         return MemoryDelivery(self, entry)
 
-    async def close(self) -> None:
-        if self._closed[0]:
-            return
-        self._closed[0] = True
-        if self.on_close is not None:
-            self.on_close()
+    async def stop_fetching(self) -> None:
+        # Pull-based: nothing was taken that a handler does not hold, so nothing goes back.
+        self._stopped[0] = True
         for event in list(self._waiting):
             event.set()
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.stop_fetching()
+        if self.on_close is not None:
+            self.on_close()
         held = list(self._held.values())
         self._held.clear()
         for entry in held:

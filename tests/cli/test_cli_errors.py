@@ -63,3 +63,24 @@ def test_run_closes_gracefully_on_sigterm() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_status_takes_url_after_the_command_as_its_docs_show() -> None:
+    # memory:// has nobody announcing: an empty survey, but the command line is accepted.
+    result = run("status", "--url", "memory://status-cli", "--window", "0.1")
+    assert result.returncode == 0, result.stderr
+    assert "unrecognized arguments" not in result.stderr
+
+
+def test_a_bad_presence_interval_is_one_clear_config_error() -> None:
+    result = subprocess.run(
+        [*BUS, "run", "tests.cli.app:service", "--url", "memory://cli-env"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "BUS_PRESENCE_INTERVAL": "soon"},
+    )
+    assert result.returncode == 1
+    assert "BUS_PRESENCE_INTERVAL='soon'" in result.stderr
+    assert "Traceback" not in result.stderr

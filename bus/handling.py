@@ -1,0 +1,178 @@
+"""The one path a delivery takes: read its headers, decode, call the handler, reply, settle.
+
+Whatever happens on the way, the delivery ends settled (acked, retried, dead-lettered) or
+given back to its group within a bounded time, and the worker that carried it is free for
+the next one. Telemetry wraps this path from outside (``bus.telemetry.observed``); it is
+not a second copy of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Literal
+
+import anyio
+
+from bus import codec, logs
+from bus.context import Context, Speaker
+from bus.dead_letter import type_name
+from bus.errors import DecodeError
+from bus.message import ATTEMPT, DEADLINE
+from bus.outcome import settle_failure
+from bus.requests import Requests
+from bus.service import Subscription
+from bus.transport import Delivery
+
+log = logging.getLogger("bus.dispatch")
+
+GIVE_BACK_TIMEOUT = 5.0
+"""How long giving a message back may take before the core stops waiting for it."""
+
+Kind = Literal["handled", "retried", "dead_lettered", "given_back", "skipped", "replied_error"]
+
+
+class Outcome:
+    """What became of one delivery, for telemetry: its kind, the handler's error, the
+    retry delay."""
+
+    __slots__ = ("delay", "exc", "kind")
+
+    def __init__(
+        self, kind: Kind, exc: BaseException | None = None, delay: float | None = None
+    ) -> None:
+        self.kind = kind
+        self.exc = exc
+        self.delay = delay
+
+
+HANDLED = Outcome("handled")
+SKIPPED = Outcome("skipped")
+GIVEN_BACK = Outcome("given_back")
+
+Handle = Callable[[Delivery], Awaitable[Outcome]]
+
+
+def attempt_of(headers: Mapping[str, str], redeliveries: int) -> int:
+    """Which call of the handler this delivery is, from 1. A ``bus-attempt`` the core
+    cannot read (a foreign or forged value) counts as absent: the message is handled, not
+    stuck on a parse error."""
+    raw = headers.get(ATTEMPT)
+    attempt = 1
+    if raw is not None:
+        try:
+            attempt = int(raw)
+        except ValueError:
+            log.warning("ignored an unreadable %s header %r", ATTEMPT, raw[:64])
+        attempt = min(max(attempt, 1), 1_000_000)
+    return attempt + max(redeliveries, 0)
+
+
+def expired(headers: Mapping[str, str]) -> bool:
+    """A request whose caller stopped waiting: answering it would only repeat its side
+    effects for nobody. An unreadable deadline counts as none."""
+    deadline = headers.get(DEADLINE)
+    if deadline is None:
+        return False
+    try:
+        return time.time() > float(deadline)
+    except ValueError:
+        return False
+
+
+class Handling:
+    """Carries deliveries of one subscription down the path (see the module)."""
+
+    def __init__(
+        self,
+        sub: Subscription,
+        speaker: Speaker,
+        replies: Requests,
+        settle_timeout: float,
+    ) -> None:
+        self._sub = sub
+        self._speaker = speaker
+        self._replies = replies
+        self._settle_timeout = settle_timeout
+        self._handler = sub.handler
+        self._payload_type = sub.payload_type
+
+    async def __call__(self, delivery: Delivery) -> Outcome:
+        sub = self._sub
+        message = delivery.message
+        logs.current.set((message.id, message.correlation_id, sub.topic, sub.group))
+        attempt = attempt_of(message.headers, delivery.redeliveries)
+        if sub.reply and expired(message.headers):
+            log.info(
+                "skipped request %s on %s: its caller stopped waiting",
+                message.id, sub.topic, extra={"message_id": message.id, "topic": sub.topic},
+            )  # fmt: skip
+            await self._settle(delivery, delivery.ack())
+            return SKIPPED
+        try:
+            payload = codec.decode(message.body, self._payload_type, message.content_type)
+            if sub.wants_context:
+                ctx = Context(self._speaker, message, sub.topic, sub.group, attempt)
+                result = await self._handler(payload, ctx)
+            else:
+                result = await self._handler(payload)
+        except asyncio.CancelledError as exc:
+            # A cancellation of our own (closing past the deadline) leaves the message
+            # unsettled for redelivery; one the handler's code raised by itself is just a
+            # failure of the handler, and must not take this worker down.
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            return await self._failed(delivery, exc, attempt)
+        except Exception as exc:
+            return await self._failed(delivery, exc, attempt)
+        if sub.reply:
+            await self._replies.reply(message, result)
+        if await self._settle(delivery, delivery.ack()):
+            return HANDLED
+        return GIVEN_BACK
+
+    async def _failed(self, delivery: Delivery, exc: BaseException, attempt: int) -> Outcome:
+        sub = self._sub
+        if sub.reply:
+            # The caller learns of it now; only poison input is also parked.
+            await self._replies.reply_error(delivery.message, exc)
+            if not isinstance(exc, DecodeError):
+                settled = await self._settle(delivery, delivery.ack())
+                return Outcome("replied_error", exc) if settled else GIVEN_BACK
+        delay: float | None = None
+
+        async def settle() -> None:
+            nonlocal delay
+            delay = await settle_failure(
+                delivery, exc, topic=sub.topic, group=sub.group, attempt=attempt, retry=sub.retry
+            )
+
+        if not await self._settle(delivery, settle()):
+            return GIVEN_BACK
+        if delay is not None:
+            return Outcome("retried", exc, delay)
+        return Outcome("dead_lettered", exc)
+
+    async def _settle(self, delivery: Delivery, settling: Awaitable[None]) -> bool:
+        """Run ``settling`` within the settle timeout; if it fails, give the delivery back
+        so it never stays held. True when it settled."""
+        try:
+            with anyio.fail_after(self._settle_timeout):
+                await settling
+            return True
+        except Exception as exc:
+            message = delivery.message
+            log.error(
+                "could not settle message %s of %s for group %s (%s: %s); giving it back",
+                message.id, self._sub.topic, self._sub.group, type_name(exc), exc,
+                extra={"message_id": message.id, "topic": self._sub.topic},
+            )  # fmt: skip
+        try:
+            with anyio.move_on_after(GIVE_BACK_TIMEOUT):
+                await delivery.give_back()
+        except Exception as exc:  # the adapter returns it on close at the latest
+            log.error("could not give message %s back: %s: %s", message.id, type_name(exc), exc)
+        return False
