@@ -57,6 +57,15 @@ def _clip(text: str, limit: int) -> str:
     return raw[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
+def describe(exc: BaseException) -> str:
+    """``str(exc)``, or a stand-in when the exception cannot even say what it is: an
+    error's own ``__str__`` failing must not keep its message from being settled."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<unprintable {type_name(exc)}>"
+
+
 def type_name(exc: BaseException) -> str:
     cls = type(exc)
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -83,13 +92,16 @@ def dead_letter_headers(
     now = now_rfc3339()
     out = original_headers(message.headers)
     out = {k: v for k, v in out.items() if not k.startswith(m.DLQ_PREFIX) or k in _KEPT_ON_REPLAY}
-    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    try:
+        stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception:  # a broken __str__ breaks the formatter too
+        stack = "".join(traceback.format_tb(exc.__traceback__)) + type_name(exc)
     out.setdefault(m.DLQ_ORIGINAL_TOPIC, topic)
     out.setdefault(m.DLQ_CONSUMER_GROUP, group)
     out.setdefault(m.DLQ_FIRST_FAILED_AT, message.headers.get(m.FIRST_FAILED_AT, now))
     out[m.DLQ_REASON] = reason
     out[m.DLQ_EXCEPTION_TYPE] = type_name(exc)
-    out[m.DLQ_EXCEPTION_MESSAGE] = _clip(str(exc), MAX_EXCEPTION_MESSAGE)
+    out[m.DLQ_EXCEPTION_MESSAGE] = _clip(describe(exc), MAX_EXCEPTION_MESSAGE)
     out[m.DLQ_EXCEPTION_STACKTRACE] = _clip(stack, MAX_STACKTRACE)
     out[m.DLQ_ATTEMPTS] = str(attempts)
     out[m.DLQ_FAILED_AT] = now

@@ -10,7 +10,7 @@ import time
 
 from opentelemetry import trace
 
-from bus.dead_letter import type_name
+from bus.dead_letter import describe, type_name
 from bus.handling import Handle, Outcome, attempt_of
 from bus.outcome import classify
 from bus.service import Subscription
@@ -46,7 +46,7 @@ def _record(span: trace.Span, tel: Telemetry, outcome: Outcome, topic: str, grou
     exc = outcome.exc
     if exc is not None:
         span.record_exception(exc)
-        span.set_status(trace.StatusCode.ERROR, str(exc)[:256])
+        span.set_status(trace.StatusCode.ERROR, describe(exc)[:256])
         span.set_attribute("error.type", type_name(exc))
         tel.count("failed", topic, group)
     kind = outcome.kind

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 
-from bus.dead_letter import Reason, dead_letter_headers, retry_headers, slim, type_name
+from bus.dead_letter import Reason, dead_letter_headers, describe, retry_headers, slim, type_name
 from bus.errors import DecodeError, MessageTooLarge, Reject
 from bus.retry import Retry
 from bus.transport import Delivery
@@ -56,7 +56,7 @@ async def settle_failure(
             attempt,
             topic,
             type_name(exc),
-            exc,
+            describe(exc),
             delay,
             extra=extra,
         )
@@ -73,7 +73,7 @@ async def settle_failure(
         reason,
         attempt,
         type_name(exc),
-        exc,
+        describe(exc),
         extra=extra,
     )
     try:

@@ -16,7 +16,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from bus import codec
-from bus.dead_letter import type_name
+from bus.dead_letter import describe, type_name
 from bus.errors import BusError, MessageTooLarge, RemoteError, RequestTimeout
 from bus.message import DEADLINE, ERROR_TYPE, REQUEST_ID, Message, new_id
 from bus.transport import Inbox, Transport
@@ -161,7 +161,7 @@ class Requests:
         if request.reply_to is None:
             return
         headers = {REQUEST_ID: request.id, ERROR_TYPE: type_name(exc)}
-        text = str(exc).encode("utf-8", "replace")[:4096]
+        text = describe(exc).encode("utf-8", "replace")[:4096]
         failure = await self._send(request, text, headers, "text/plain")
         if failure is not None:
             # The request is handled and settles as such: running it again would repeat

@@ -74,7 +74,8 @@ async def test_repeated_subscriber_close_and_reopen_loses_nothing(
         total += 40
         async with bus.Bus(bus_url, services=[svc]):
             # Close mid-stream: once this round has started, before it is done.
-            await wait_until(lambda: len(handled) > total - 40)
+            started = total - 40
+            await wait_until(lambda: len(handled) > started)  # noqa: B023
         closed_mid_stream += len(handled) < total  # read after close: it was not done
     for i in range(40):
         await publisher.publish(topic, Item(total + i))

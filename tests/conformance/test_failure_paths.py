@@ -181,3 +181,29 @@ async def test_a_reply_that_cannot_be_encoded_reaches_the_caller_as_remote_error
                 await publisher.request(topic, Item(0), response=Item, timeout=30)
             with pytest.raises(bus.RemoteError, match="over max_message_size"):
                 await publisher.request(topic, Item(1), response=Item, timeout=30)
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("cannot even say what went wrong")
+
+
+async def test_an_error_that_cannot_be_printed_is_dead_lettered_all_the_same(
+    bus_url: str, publisher: bus.Bus, topic: str, group: str
+) -> None:
+    got: list[int] = []
+    svc = bus.Service(group)
+
+    @svc.subscribe(topic, concurrency=1, retry=bus.Retry(attempts=1))
+    async def handle(item: Item) -> None:
+        if item.n == 0:
+            raise Unprintable()
+        got.append(item.n)
+
+    async with bus.Bus(bus_url, services=[svc]) as b:
+        await publisher.publish(topic, Item(0), key="k")
+        await publisher.publish(topic, Item(1), key="k")
+        await wait_until(lambda: got == [1])
+        [letter] = await letters_of(b, topic, group, 1)
+    assert letter.reason == "failed"
+    assert letter.exception_message == f"<unprintable {__name__}.Unprintable>"
