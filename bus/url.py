@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import TypeVar
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
+import msgspec
+
 from bus.errors import ConfigError
+
+C = TypeVar("C")
 
 DEFAULT_URL = "memory://"
 ENV_VAR = "BUS_URL"
@@ -49,3 +55,21 @@ def redact(url: str) -> str:
 def query_params(url: str) -> dict[str, str]:
     """The URL's query as a dict, the last value winning."""
     return {k: v[-1] for k, v in parse_qs(urlsplit(url).query, keep_blank_values=True).items()}
+
+
+def options(url: str, config: type[C], params: Mapping[str, object] | None = None) -> C:
+    """``config`` (a msgspec Struct with ``forbid_unknown_fields``) from the URL's query
+    options (or ``params``): strings become ints, floats and bools by the field types, and
+    a bad or unknown option is a ConfigError naming it and what it should be."""
+    try:
+        return msgspec.convert(
+            query_params(url) if params is None else params, config, strict=False
+        )
+    except msgspec.ValidationError as exc:
+        what, _, where = str(exc).partition(" - at `$")
+        option = where.strip("`.")
+        if what.startswith("Object contains unknown field"):
+            option = what.rsplit(" ", 1)[-1].strip("`")
+            fields = ", ".join(getattr(config, "__struct_fields__", ()))
+            what = f"unknown option; {scheme(url)}:// takes {fields}"
+        raise ConfigError(f"option {option!r} in {redact(url)!r}: {what}") from None

@@ -105,3 +105,8 @@ def test_memory_url_options_are_checked() -> None:
         bus.Bus("memory://x?max_qeue=3")
     with pytest.raises(bus.ConfigError, match="overflow"):
         bus.Bus("memory://x?overflow=drop")
+    with pytest.raises(bus.ConfigError, match=r"option 'max_queue' .*Expected `int`, got `str`"):
+        bus.Bus("memory://x?max_queue=lots")
+    with pytest.raises(bus.ConfigError, match=r"option 'max_queue' .*>= 1"):
+        bus.Bus("memory://x?max_queue=0")
+    assert bus.Bus("memory://x?max_queue=7&overflow=reject").transport.config.max_queue == 7  # type: ignore[attr-defined]
