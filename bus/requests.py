@@ -154,6 +154,11 @@ class Requests:
         headers = {REQUEST_ID: request.id}
         failure = await self._send(request, body, headers, self._content_type)
         if failure is not None:  # say so in a few bytes rather than let the caller wait
+            log.warning(
+                "could not send the reply to request %s to %r (%s: %s); sending the error",
+                request.id, request.reply_to, type_name(failure), describe(failure),
+                extra={"message_id": request.id, "correlation_id": request.correlation_id},
+            )  # fmt: skip
             await self.reply_error(request, failure)
 
     async def reply_error(self, request: Message, exc: BaseException) -> None:

@@ -24,36 +24,43 @@ The password appears in no repr, log line or error: only ``redacted`` is ever sh
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import unquote, urlsplit
 
 import msgspec
 
 from bus.errors import ConfigError
-from bus.url import query_params, redact
+from bus.url import options as query_options
+from bus.url import redact
 
-_INTS = {
-    "partitions": 8,
-    "replication_factor": 1,
-    "fetch_max_wait_ms": 100,
-    "session_timeout_ms": 10000,
-    "heartbeat_interval_ms": 0,
-    "max_poll_interval_ms": 300000,
-    "commit_interval_ms": 100,
-    "read_ahead": 500,
-    "publish_timeout_ms": 30000,
-}
-_STRINGS = {
-    "client_id",
-    "sasl_mechanism",
-    "sasl_username",
-    "sasl_password",
-    "ssl_cafile",
-    "ssl_certfile",
-    "ssl_keyfile",
-    "ssl_check_hostname",
-}
 _MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+Count = Annotated[int, msgspec.Meta(ge=0)]
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+
+
+class UrlOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The query options as given; ``bus.url.options`` converts their strings to ints and
+    bools and names the first one that is wrong or unknown."""
+
+    partitions: Count = 8
+    replication_factor: Count = 1
+    fetch_max_wait_ms: Count = 100
+    session_timeout_ms: Count = 10000
+    heartbeat_interval_ms: Count = 0
+    """0: a third of the session timeout, at most 3000."""
+    max_poll_interval_ms: Count = 300000
+    commit_interval_ms: Count = 100
+    read_ahead: Count = 500
+    publish_timeout_ms: Positive = 30000
+    client_id: str = "bus"
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
 
 
 class KafkaConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,20 +129,13 @@ def parse(url: str) -> KafkaConfig:
         _, colon, port = server.rpartition(":")
         if not colon or not port.isdigit():
             raise ConfigError(f"broker {server!r} in {shown!r}: use host:port")
-    query = query_params(url)
-    unknown = set(query) - set(_INTS) - _STRINGS
-    if unknown:
-        known = ", ".join(sorted(set(_INTS) | _STRINGS))
-        raise ConfigError(f"unknown option(s) {sorted(unknown)} in {shown!r}; known: {known}")
-    ints = {name: _whole(query.get(name), default, name, shown) for name, default in _INTS.items()}
-    session = ints["session_timeout_ms"]
-    heartbeat = ints["heartbeat_interval_ms"] or max(1, min(3000, session // 3))
+    opts = query_options(url, UrlOptions)
+    session = opts.session_timeout_ms
+    heartbeat = opts.heartbeat_interval_ms or max(1, min(3000, session // 3))
     if heartbeat >= session:
         raise ConfigError(f"heartbeat_interval_ms must be below session_timeout_ms in {shown!r}")
-    if ints["publish_timeout_ms"] < 1:
-        raise ConfigError(f"publish_timeout_ms must be at least 1 in {shown!r}")
-    user, password = _credentials(userinfo if at else "", query)
-    mechanism = query.get("sasl_mechanism")
+    user, password = _credentials(userinfo if at else "", opts)
+    mechanism = opts.sasl_mechanism
     if mechanism is None and user is not None:
         mechanism = "PLAIN"
     if mechanism is not None:
@@ -146,46 +146,36 @@ def parse(url: str) -> KafkaConfig:
             )
         if user is None or password is None:
             raise ConfigError(f"SASL in {shown!r} needs a user and a password")
-    check = query.get("ssl_check_hostname", "true").lower()
-    if check not in ("true", "false", "1", "0"):
-        raise ConfigError(f"ssl_check_hostname={check!r} in {shown!r}: use true or false")
     return KafkaConfig(
         bootstrap_servers=servers,
         redacted=shown,
-        partitions=max(1, ints["partitions"]),
-        replication_factor=max(1, ints["replication_factor"]),
-        fetch_max_wait_ms=ints["fetch_max_wait_ms"],
+        partitions=max(1, opts.partitions),
+        replication_factor=max(1, opts.replication_factor),
+        fetch_max_wait_ms=opts.fetch_max_wait_ms,
         session_timeout_ms=session,
         heartbeat_interval_ms=heartbeat,
-        max_poll_interval_ms=ints["max_poll_interval_ms"],
-        commit_interval_ms=max(1, ints["commit_interval_ms"]),
-        read_ahead=max(1, ints["read_ahead"]),
-        publish_timeout_ms=ints["publish_timeout_ms"],
-        client_id=query.get("client_id", "bus"),
+        max_poll_interval_ms=opts.max_poll_interval_ms,
+        commit_interval_ms=max(1, opts.commit_interval_ms),
+        read_ahead=max(1, opts.read_ahead),
+        publish_timeout_ms=opts.publish_timeout_ms,
+        client_id=opts.client_id,
         tls=scheme.lower() == "kafka+ssl",
-        ssl_cafile=query.get("ssl_cafile"),
-        ssl_certfile=query.get("ssl_certfile"),
-        ssl_keyfile=query.get("ssl_keyfile"),
-        ssl_check_hostname=check in ("true", "1"),
+        ssl_cafile=opts.ssl_cafile,
+        ssl_certfile=opts.ssl_certfile,
+        ssl_keyfile=opts.ssl_keyfile,
+        ssl_check_hostname=opts.ssl_check_hostname,
         sasl_mechanism=mechanism,
         sasl_username=user,
         sasl_password=password,
     )
 
 
-def _credentials(userinfo: str, query: dict[str, str]) -> tuple[str | None, str | None]:
+def _credentials(userinfo: str, opts: UrlOptions) -> tuple[str | None, str | None]:
     user: str | None = None
     password: str | None = None
     if userinfo:
         name, colon, secret = userinfo.partition(":")
         user = unquote(name) or None
         password = unquote(secret) if colon else None
-    return query.get("sasl_username", user), query.get("sasl_password", password)
-
-
-def _whole(value: str | None, default: int, name: str, shown: str) -> int:
-    if value is None:
-        return default
-    if not value.isdigit():
-        raise ConfigError(f"{name}={value!r} in {shown!r}: use a whole number")
-    return int(value)
+    username = opts.sasl_username if opts.sasl_username is not None else user
+    return username, opts.sasl_password if opts.sasl_password is not None else password

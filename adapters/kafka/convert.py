@@ -2,11 +2,20 @@
 
 A record from a foreign producer needs none of them: with no id header its id is
 ``topic-partition-offset`` (the same on every read), with no content type it is JSON.
+
+A consumed message keeps the record's raw headers and key in ``Message.native``, and a
+copy written from it (retry, dead letter, replay) starts from them: a header whose
+decoded value the core left unchanged is written as it was read, bytes that are not
+UTF-8, null values and every repeat of its key included; a changed or new one is
+written once as UTF-8; one the core removed is dropped. A missing content type stays
+missing. The id is always written (``bus-message-id``), so a foreign record keeps the
+id it was logged under through its retries, dead letter and replay.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from bus.message import JSON, Message
 
@@ -21,28 +30,71 @@ _OWN = frozenset({MESSAGE_ID, CORRELATION_ID, REPLY_TO, CONTENT_TYPE, DUE})
 Headers = list[tuple[str, bytes]]
 
 
+class Native(NamedTuple):
+    """``Message.native`` of a consumed record: its headers and key as the broker held them."""
+
+    headers: Sequence[tuple[str, bytes | None]]
+    key: bytes | None
+
+
+def _text(raw: bytes | None) -> str:
+    """A header value or key as the envelope reads it."""
+    return raw.decode("utf-8", "replace") if raw is not None else ""
+
+
 def to_record(message: Message, extra: Headers | None = None) -> tuple[bytes | None, Headers]:
     """The record key and headers that carry ``message``."""
-    headers: Headers = [(MESSAGE_ID, message.id.encode())]
-    if message.correlation_id is not None:
-        headers.append((CORRELATION_ID, message.correlation_id.encode()))
-    if message.reply_to is not None:
-        headers.append((REPLY_TO, message.reply_to.encode()))
-    if message.content_type is not None:
-        headers.append((CONTENT_TYPE, message.content_type.encode()))
-    for name, value in message.headers.items():
-        headers.append((name, value.encode()))
+    native = message.native
+    if isinstance(native, Native):
+        key, headers = _copy(message, native)
+    else:
+        key = message.key.encode() if message.key is not None else None
+        headers = [(MESSAGE_ID, message.id.encode())]
+        if message.correlation_id is not None:
+            headers.append((CORRELATION_ID, message.correlation_id.encode()))
+        if message.reply_to is not None:
+            headers.append((REPLY_TO, message.reply_to.encode()))
+        if message.content_type is not None:
+            headers.append((CONTENT_TYPE, message.content_type.encode()))
+        for name, value in message.headers.items():
+            headers.append((name, value.encode()))
     if extra:
         headers.extend(extra)
-    key = message.key.encode() if message.key is not None else None
     return key, headers
+
+
+def _copy(message: Message, native: Native) -> tuple[bytes | None, Headers]:
+    """Key and headers of a copy of a consumed record (the merge rule of the docstring)."""
+    read = {name: _text(raw) for name, raw in native.headers}  # the last repeat wins, as read
+    if CONTENT_TYPE in read:
+        read[CONTENT_TYPE] = read[CONTENT_TYPE] or JSON  # as from_record reads an empty one
+    wanted: dict[str, str] = {MESSAGE_ID: message.id}
+    if message.correlation_id is not None:
+        wanted[CORRELATION_ID] = message.correlation_id
+    if message.reply_to is not None:
+        wanted[REPLY_TO] = message.reply_to
+    content_type = message.content_type
+    if content_type is not None and (content_type != JSON or CONTENT_TYPE in read):
+        wanted[CONTENT_TYPE] = content_type  # a missing one reads as JSON: leave it missing
+    wanted.update(message.headers)
+    # A retry copy's due time is the caller's to add (extra), never the one read.
+    kept = {name for name, value in wanted.items() if name != DUE and read.get(name) == value}
+    headers: list[Any] = [entry for entry in native.headers if entry[0] in kept]
+    headers.extend((name, value.encode()) for name, value in wanted.items() if name not in kept)
+    key = message.key
+    if key is None:
+        return None, headers
+    if native.key is not None and _text(native.key) == key:
+        return native.key, headers
+    return key.encode(), headers
 
 
 def from_record(record: Any) -> tuple[Message, int | None]:
     """The Message a consumed record carries, and its due time (epoch ms) if it has one."""
     message_id = correlation_id = reply_to = content_type = due = None
     headers: dict[str, str] = {}
-    for name, raw in record.headers:
+    raw_headers = record.headers
+    for name, raw in raw_headers:
         value = raw.decode("utf-8", "replace") if raw is not None else ""
         if name not in _OWN:
             headers[name] = value
@@ -66,5 +118,6 @@ def from_record(record: Any) -> tuple[Message, int | None]:
         correlation_id=correlation_id,
         reply_to=reply_to,
         content_type=content_type or JSON,
+        native=Native(raw_headers, key),
     )
     return message, int(due) if due and due.isdigit() else None

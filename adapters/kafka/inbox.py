@@ -15,7 +15,9 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import tenacity
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError, KafkaError
 
@@ -26,6 +28,23 @@ from bus.message import Message
 log = logging.getLogger("bus.kafka")
 
 INBOX_PREFIX = "bus.inbox."
+
+
+def retrying_reads(what: str) -> tenacity.AsyncRetrying:
+    """A reader's schedule on a broker error: tries until it works (or the reader is
+    closed), 0.1 s apart at first, then up to 5 s, jittered so that many readers do
+    not come back at once. Each call of the returned object starts afresh."""
+
+    def warn(state: tenacity.RetryCallState) -> None:
+        exc = state.outcome.exception() if state.outcome else None
+        wait = state.next_action.sleep if state.next_action else 0.0
+        log.warning("%s failed, retrying in %.1f s: %s", what, wait, exc)
+
+    return tenacity.AsyncRetrying(
+        wait=tenacity.wait_random_exponential(multiplier=0.1, max=5.0, min=0.1),
+        retry=tenacity.retry_if_exception_type(KafkaError),
+        before_sleep=warn,
+    )
 
 
 def new_address() -> str:
@@ -58,15 +77,14 @@ class KafkaInbox:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
+        retrying = retrying_reads(f"reading inbox {self.address}")
         while True:
             try:
-                batches = await self._client.getmany(self._tp, timeout_ms=1000)
+                batches: dict[TopicPartition, list[Any]] = await retrying(
+                    self._client.getmany, self._tp, timeout_ms=1000
+                )
             except ConsumerStoppedError:
                 return
-            except KafkaError as exc:
-                log.warning("reading inbox %s failed, retrying: %s", self.address, exc)
-                await asyncio.sleep(0.1)
-                continue
             for records in batches.values():
                 for record in records:
                     self._replies.put_nowait(from_record(record)[0])

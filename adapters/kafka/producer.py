@@ -10,6 +10,7 @@ idempotent producer retries an unanswered batch forever).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 
 from aiokafka import AIOKafkaProducer
@@ -30,8 +31,26 @@ log = logging.getLogger("bus.kafka")
 MAX_REQUEST_SIZE = 2 * 1024 * 1024  # the core caps bodies at max_message_size (1 MiB)
 
 # Clusters (by bootstrap list) that refused an idempotent producer in this process: asked
-# once, so aiokafka's error log of the refusal appears once, not on every connect.
+# once, so the fallback is tried and logged once, not on every connect.
 _REFUSED: set[tuple[str, ...]] = set()
+
+# Set (to a cell that start() clears) while the idempotent producer starts: the tasks
+# aiokafka creates meanwhile inherit it, so the filter below drops the error line that
+# reports our own producer's refused InitProducerId, and nobody else's.
+_probing: contextvars.ContextVar[list[bool]] = contextvars.ContextVar("bus_kafka_probing")
+_INIT_PID_ERROR = "Unexpected error during InitProducerIdRequest: %s"
+
+
+class _QuietProbe(logging.Filter):
+    """Drops aiokafka's ERROR line for an InitProducerId refused while we probe: we log
+    one line of our own saying what we fell back to."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        cell = _probing.get(None)
+        return not (cell and cell[0] and record.msg == _INIT_PID_ERROR)
+
+
+logging.getLogger("aiokafka.producer.sender").addFilter(_QuietProbe())
 
 
 class Producer:
@@ -56,6 +75,8 @@ class Producer:
             await self._start_plain()
             return
         producer = self._new(idempotent=True)
+        probing = [True]
+        token = _probing.set(probing)
         try:
             await producer.start()
             self.idempotent = True
@@ -65,10 +86,18 @@ class Producer:
         except KafkaError as exc:
             # The broker refused InitProducerId (tansu does): plain acks=all it is.
             await producer.stop()
-            log.info("idempotent producer refused by %s (%s)", self._config.redacted, exc)
+            log.warning(
+                "%s refuses idempotent producers (InitProducerId: %s): publishing with "
+                "acks=all, not idempotent (a send retried after a lost confirm may be "
+                "written twice)",
+                self._config.redacted, type(exc).__name__,
+            )  # fmt: skip
             _REFUSED.add(cluster)
             await self._start_plain()
             return
+        finally:
+            probing[0] = False  # later errors of this producer's tasks are shown
+            _probing.reset(token)
         self._producer = producer
 
     async def _start_plain(self) -> None:

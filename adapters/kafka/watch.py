@@ -12,12 +12,14 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import ConsumerStoppedError, KafkaError
+from aiokafka.errors import ConsumerStoppedError
 
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.convert import from_record
+from adapters.kafka.inbox import retrying_reads
 from bus.message import Message
 
 log = logging.getLogger("bus.kafka")
@@ -28,11 +30,11 @@ class WatchDelivery:
 
     __slots__ = ("_settled", "_watcher", "message", "redeliveries")
 
-    def __init__(self, watcher: KafkaWatcher, message: Message) -> None:
+    def __init__(self, watcher: KafkaWatcher, message: Message, redeliveries: int = 0) -> None:
         self._watcher = watcher
         self._settled = False
         self.message = message
-        self.redeliveries = 0
+        self.redeliveries = redeliveries
 
     async def ack(self) -> None:
         self._settled = True
@@ -50,6 +52,12 @@ class WatchDelivery:
                 self.message.id, headers.get("bus-dlq-reason"),
             )  # fmt: skip
 
+    async def give_back(self) -> None:
+        # The group's one member is this watcher: the message goes back to its queue.
+        if not self._settled:
+            self._settled = True
+            self._watcher.later(self.message, 0.0, self.redeliveries + 1)
+
 
 class KafkaWatcher:
     """bus.transport.Consumer for an ephemeral group."""
@@ -62,9 +70,10 @@ class KafkaWatcher:
             enable_auto_commit=False,
             fetch_max_wait_ms=config.fetch_max_wait_ms,
         )
-        self._ready: asyncio.Queue[Message | None] = asyncio.Queue()
+        self._ready: asyncio.Queue[WatchDelivery | None] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
+        self._stopped = False  # takes nothing more
         self._closed = False
 
     async def start(self) -> None:
@@ -79,26 +88,25 @@ class KafkaWatcher:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     async def _read(self) -> None:
+        retrying = retrying_reads(f"watching {self._topic}")
         while True:
             try:
-                batches = await self._client.getmany(timeout_ms=1000)
+                batches: dict[TopicPartition, list[Any]] = await retrying(
+                    self._client.getmany, timeout_ms=1000
+                )
             except ConsumerStoppedError:
                 return
-            except KafkaError as exc:
-                log.warning("watching %s failed, retrying: %s", self._topic, exc)
-                await asyncio.sleep(0.1)
-                continue
             for records in batches.values():
                 for record in records:
-                    self._ready.put_nowait(from_record(record)[0])
+                    self._ready.put_nowait(WatchDelivery(self, from_record(record)[0]))
 
-    def later(self, message: Message, delay: float) -> None:
+    def later(self, message: Message, delay: float, redeliveries: int = 0) -> None:
         loop = asyncio.get_running_loop()
 
         def due() -> None:
             self._timers.discard(handle)
-            if not self._closed:
-                self._ready.put_nowait(message)
+            if not self._stopped:
+                self._ready.put_nowait(WatchDelivery(self, message, redeliveries))
 
         handle = loop.call_later(delay, due)
         self._timers.add(handle)
@@ -107,27 +115,29 @@ class KafkaWatcher:
         return self
 
     def poll(self) -> WatchDelivery | None:
-        if self._closed or self._ready.empty():
+        if self._stopped or self._ready.empty():
             return None
-        message = self._ready.get_nowait()
-        if message is None:
+        delivery = self._ready.get_nowait()
+        if delivery is None:
             self._ready.put_nowait(None)
             return None
-        return WatchDelivery(self, message)
+        return delivery
 
     async def __anext__(self) -> WatchDelivery:
-        if self._closed:
+        if self._stopped:
             raise StopAsyncIteration
-        message = await self._ready.get()
-        if message is None:
+        delivery = await self._ready.get()
+        if delivery is None or self._stopped:
             self._ready.put_nowait(None)  # wake any other reader too
             raise StopAsyncIteration
-        return WatchDelivery(self, message)
+        return delivery
 
-    async def close(self) -> None:
-        if self._closed:
+    async def stop_fetching(self) -> None:
+        """Read no more. What was read and not handed out is dropped, as are retries
+        still waiting: an ephemeral group ends with its one member, nobody else gets them."""
+        if self._stopped:
             return
-        self._closed = True
+        self._stopped = True
         for handle in self._timers:
             handle.cancel()
         self._timers.clear()
@@ -136,4 +146,13 @@ class KafkaWatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reader
         self._ready.put_nowait(None)
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.stop_fetching()
+        for handle in self._timers:  # retries settled since: due to nobody
+            handle.cancel()
+        self._timers.clear()
         await self._client.stop()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from adapters.kafka import KafkaTransport
@@ -62,6 +64,10 @@ def test_tls_without_sasl() -> None:
         ("kafka://h:1?sasl_mechanism=GSSAPI&sasl_username=a&sasl_password=b", "sasl_mechanism"),
         ("kafka://h:1?sasl_mechanism=PLAIN", "needs a user"),
         ("kafka://h:1?session_timeout_ms=100&heartbeat_interval_ms=200", "heartbeat"),
+        ("kafka://h:1?read_ahead=lots", r"option 'read_ahead' .*Expected `int`, got `str`"),
+        ("kafka://h:1?partitions=-2", r"option 'partitions' .*Expected `int` >= 0"),
+        ("kafka://h:1?publish_timeout_ms=0", r"option 'publish_timeout_ms' .*Expected `int` >= 1"),
+        ("kafka://h:1?ssl_check_hostname=maybe", r"option 'ssl_check_hostname' .*Expected `bool`"),
     ],
 )
 def test_bad_urls_say_what_is_wrong(url: str, says: str) -> None:
@@ -69,8 +75,30 @@ def test_bad_urls_say_what_is_wrong(url: str, says: str) -> None:
         parse(url)
 
 
+def test_option_strings_become_ints_and_bools() -> None:
+    c = parse(
+        "kafka+ssl://h:1?read_ahead=7&max_poll_interval_ms=3000&publish_timeout_ms=1500"
+        "&ssl_check_hostname=FALSE&heartbeat_interval_ms=0&session_timeout_ms=6000"
+    )
+    assert (c.read_ahead, c.max_poll_interval_ms, c.publish_timeout_ms) == (7, 3000, 1500)
+    assert c.ssl_check_hostname is False
+    assert c.heartbeat_interval_ms == 2000  # 0: derived from the session timeout
+    assert parse("kafka://h:1?ssl_check_hostname=1").ssl_check_hostname is True
+
+
+def test_zero_counts_are_raised_to_one_as_before() -> None:
+    c = parse("kafka://h:1?partitions=0&replication_factor=0&read_ahead=0&commit_interval_ms=0")
+    assert (c.partitions, c.replication_factor, c.read_ahead, c.commit_interval_ms) == (1,) * 4
+
+
 def test_constructor_does_not_connect() -> None:
-    KafkaTransport("kafka://127.0.0.1:1")  # nothing listens there; no error until connect
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        t = KafkaTransport(f"kafka://127.0.0.1:{port}")
+        server.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nobody knocked
+            server.accept()
+    assert t.config.bootstrap_servers == [f"127.0.0.1:{port}"]
 
 
 async def test_first_connect_failure_is_loud_and_redacted() -> None:
