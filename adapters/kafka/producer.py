@@ -18,13 +18,16 @@ from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
     RequestTimedOutError,
 )
 
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.convert import Headers
 from adapters.kafka.deadlines import Deadlines
-from bus.errors import ConnectionLost, PublishError
+from bus.errors import ConnectionLost, MessageTooLarge, PublishError
 
 log = logging.getLogger("bus.kafka")
 
@@ -135,7 +138,7 @@ class Producer:
             raise self._unconfirmed(topic) from exc
         except KafkaError as exc:
             _forget(futures)
-            raise PublishError(f"the broker did not take a message for {topic!r}: {exc}") from exc
+            raise _refused(topic, exc) from exc
 
     async def send(
         self,
@@ -160,7 +163,7 @@ class Producer:
                 _forget([future])
             raise self._unconfirmed(topic) from exc
         except KafkaError as exc:
-            raise PublishError(f"the broker did not take a message for {topic!r}: {exc}") from exc
+            raise _refused(topic, exc) from exc
 
     def _connected(self, topic: str) -> AIOKafkaProducer:
         if self._producer is None:
@@ -174,6 +177,14 @@ class Producer:
             f"{self._config.redacted} is reachable and that the topic's partition leaders "
             "answer; the message may still arrive later"
         )
+
+
+def _refused(topic: str, exc: KafkaError) -> PublishError | MessageTooLarge:
+    """The bus error for a send the broker (or the client) refused: MessageTooLarge when it
+    was for its size, so the core can send less (a dead letter without its stack trace)."""
+    if isinstance(exc, MessageSizeTooLargeError | RecordListTooLargeError | RecordTooLargeError):
+        return MessageTooLarge(f"the broker refused a message for {topic!r} as too large: {exc}")
+    return PublishError(f"the broker did not take a message for {topic!r}: {exc}")
 
 
 def _forget(futures: list[asyncio.Future[object]]) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 
 import bus
-from bus.errors import PublishError
+from bus.errors import MessageTooLarge, PublishError
 from bus.message import Message
 from bus.transport import Consumer, Delivery, Transport
 
@@ -31,6 +31,11 @@ class Faults:
         """The next ``times`` calls raise PublishError, as a broker refusing the copy."""
         self._planned.setdefault(operation, []).extend(["refuse"] * times)
 
+    def too_large(self, operation: str, times: int = 1) -> None:
+        """The next ``times`` calls raise MessageTooLarge, as a broker refusing the copy for
+        its size (a body near the limit plus the ``bus-dlq-*`` headers)."""
+        self._planned.setdefault(operation, []).extend(["too_large"] * times)
+
     def stall(self, operation: str, times: int = 1) -> None:
         """The next ``times`` calls never return, as a broker that cannot take it in time."""
         self._planned.setdefault(operation, []).extend(["stall"] * times)
@@ -43,6 +48,8 @@ class Faults:
         self.injected.append((operation, message.id))
         if fault == "refuse":
             raise PublishError(f"injected: the broker refused the {operation} copy")
+        if fault == "too_large":
+            raise MessageTooLarge(f"injected: the {operation} copy is too large")
         await anyio.sleep_forever()
 
 

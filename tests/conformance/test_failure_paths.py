@@ -207,3 +207,24 @@ async def test_an_error_that_cannot_be_printed_is_dead_lettered_all_the_same(
         [letter] = await letters_of(b, topic, group, 1)
     assert letter.reason == "failed"
     assert letter.exception_message == f"<unprintable {__name__}.Unprintable>"
+
+
+async def test_a_dead_letter_too_large_with_its_headers_is_parked_without_its_stack_trace(
+    bus_url: str, publisher: bus.Bus, topic: str, group: str
+) -> None:
+    faults = Faults()
+    faults.too_large("dead_letter")
+    svc = bus.Service(group)
+
+    @svc.subscribe(topic, concurrency=1, retry=bus.Retry(attempts=1))
+    async def handle(item: Item) -> None:
+        raise bus.Reject("no room " + "x" * 2000)
+
+    async with with_faults(bus.Bus(bus_url, services=[svc]), faults) as b:
+        await publisher.publish(topic, Item(1))
+        [letter] = await letters_of(b, topic, group, 1)
+    assert faults.injected and not faults.given_back
+    assert letter.reason == "rejected"
+    assert letter.exception_type == "bus.errors.Reject"
+    assert letter.headers["bus-dlq-exception-stacktrace"] == ""
+    assert len(letter.exception_message or "") <= 128
