@@ -10,9 +10,11 @@ own (``timeout``, ``name``, TLS files).
 On the broker (topology.py): a durable topic exchange, a durable queue ``X:group:topic``
 per group bound by topic, its dead-letter queue ``X:group:topic:dlq``, and retry delay
 queues that expire messages back to the group's queue. Replies use direct reply-to.
-Files: config (URL), convert (Message <-> AMQP), topology, link (connection and channels
-that come back), publish (confirmed, retried over reconnects), consumer, inbox, browse
-(dead letters and replay), errors (driver -> bus errors), transport (the whole).
+Files: config (URL), convert (Message <-> AMQP), native (header tables written back as
+read), topology, link (connection and channels that come back), publish (confirmed,
+retried over reconnects), copies (retries, dead letters and returns of delivered
+messages), consumer, inbox, browse (dead letters and replay), errors (driver -> bus
+errors), transport (the whole).
 """
 
 from adapters.rabbitmq.transport import RabbitTransport

@@ -17,17 +17,40 @@ Query options the adapter reads (all optional); any other query parameter (``hea
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from typing import Annotated, Literal
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import msgspec
 
 from bus.errors import ConfigError
 from bus.url import redact
 
-_EXCHANGE = re.compile(r"[A-Za-z0-9._-]{1,40}")
-_OURS = frozenset({"exchange", "prefetch", "queue_type", "confirm", "max_length"})
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+# No ':' (it joins exchange, group and topic in queue names); 40 at most keeps the
+# longest queue name under RabbitMQ's 255 bytes (see bus.names).
+Exchange = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9._-]{1,40}$")]
+
+
+class UrlOptions(msgspec.Struct, frozen=True, kw_only=True):
+    """The bus's own query options: ``msgspec.convert(query, UrlOptions, strict=False)``
+    turns their strings into ints and bools and names the first one that is wrong."""
+
+    exchange: Exchange = "bus"
+    prefetch: Positive | None = None
+    queue_type: Literal["classic", "quorum"] = "classic"
+    confirm: bool = True
+    max_length: Positive | None = None
+
+
+_OURS = frozenset(UrlOptions.__struct_fields__)
+_FIELD = re.compile(r"at `\$\.(\w+)`")
+_HINTS = {
+    "exchange": "use 1-40 characters from A-Z a-z 0-9 . _ -, not starting 'amq.'",
+    "prefetch": "use a whole number of 1 or more",
+    "max_length": "use a whole number of 1 or more",
+    "queue_type": "use classic or quorum",
+    "confirm": "use true or false",
+}
 
 
 class RabbitConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,6 +58,8 @@ class RabbitConfig(msgspec.Struct, frozen=True, kw_only=True):
     """The URL handed to aio-pika: the bus's own query options removed."""
     redacted: str
     """The URL as given, password hidden: the only form that may be logged or shown."""
+    user: str = "guest"
+    """Who we log in as: RabbitMQ refuses a publish whose user_id property is anyone else."""
     exchange: str = "bus"
     prefetch: int | None = None
     queue_type: str = "classic"
@@ -50,41 +75,33 @@ def parse(url: str) -> RabbitConfig:
         raise ConfigError(f"{shown!r} is not an amqp:// or amqps:// URL")
     pairs = parse_qsl(parts.query, keep_blank_values=True)
     ours = {k: v for k, v in pairs if k in _OURS}
+    if "queue_type" in ours:
+        ours["queue_type"] = ours["queue_type"].lower()
     rest = [(k, v) for k, v in pairs if k not in _OURS]
-    amqp_url = urlunsplit(parts._replace(query=urlencode(rest)))
-    exchange = ours.get("exchange", "bus")
-    # No ':' (it joins exchange, group and topic in queue names); 40 at most keeps the
-    # longest queue name under RabbitMQ's 255 bytes (see bus.names).
-    if not _EXCHANGE.fullmatch(exchange) or exchange.startswith("amq."):
-        raise ConfigError(
-            f"exchange={exchange!r} in {shown!r}: use 1-40 characters from A-Z a-z 0-9 . _ -,"
-            " not starting 'amq.'"
-        )
-    queue_type = ours.get("queue_type", "classic").lower()
-    if queue_type not in ("classic", "quorum"):
-        raise ConfigError(f"queue_type={queue_type!r} in {shown!r}: use classic or quorum")
+    opts = _options(ours, shown)
+    if opts.exchange.startswith("amq."):  # reserved by RabbitMQ
+        raise ConfigError(f"exchange={opts.exchange!r} in {shown!r}: {_HINTS['exchange']}")
     return RabbitConfig(
-        amqp_url=amqp_url,
+        amqp_url=urlunsplit(parts._replace(query=urlencode(rest))),
         redacted=shown,
-        exchange=exchange,
-        prefetch=_positive(ours.get("prefetch"), "prefetch", shown),
-        max_length=_positive(ours.get("max_length"), "max_length", shown),
-        queue_type=queue_type,
-        confirm=_flag(ours.get("confirm", "true"), "confirm", shown),
+        user=unquote(parts.username) if parts.username else "guest",
+        exchange=opts.exchange,
+        prefetch=opts.prefetch,
+        queue_type=opts.queue_type,
+        confirm=opts.confirm,
+        max_length=opts.max_length,
     )
 
 
-def _positive(value: str | None, name: str, shown: str) -> int | None:
-    if value is None:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise ConfigError(f"{name}={value!r} in {shown!r}: use a whole number of 1 or more")
-    return int(value)
-
-
-def _flag(value: str, name: str, shown: str) -> bool:
-    if value.lower() in _TRUE:
-        return True
-    if value.lower() in _FALSE:
-        return False
-    raise ConfigError(f"{name}={value!r} in {shown!r}: use true or false")
+def _options(query: dict[str, str], shown: str) -> UrlOptions:
+    try:
+        return msgspec.convert(query, UrlOptions, strict=False)
+    except msgspec.ValidationError as exc:
+        found = _FIELD.search(str(exc))
+        if found is None:  # not one option's fault (cannot happen with string values)
+            raise ConfigError(f"bad options in {shown!r}: {exc}") from None
+        name = found.group(1)
+        raise ConfigError(
+            f"{name}={query.get(name)!r} in {shown!r}: {_HINTS[name]}"
+            f" ({str(exc).split(' - at ')[0]})"
+        ) from None

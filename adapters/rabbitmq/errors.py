@@ -32,10 +32,15 @@ def is_transient(exc: BaseException) -> bool:
     )
 
 
+class Unroutable(PublishError):
+    """RabbitMQ returned a mandatory publish: no queue by the name it was sent to (one
+    deleted by an operator, say)."""
+
+
 def publish_error(exc: BaseException, where: str) -> BusError:
     """The bus error for a publish to ``where`` that failed with ``exc``."""
     if isinstance(exc, amqp.PublishError):
-        return PublishError(f"RabbitMQ returned the message published to {where}: {exc}")
+        return Unroutable(f"RabbitMQ returned the message published to {where}: {exc}")
     if isinstance(exc, amqp.DeliveryError):
         return PublishError(f"RabbitMQ refused the message published to {where}: {exc}")
     return PublishError(f"publishing to {where} failed: {type(exc).__name__}: {exc}")

@@ -25,6 +25,9 @@ from bus.errors import ConnectionLost
 log = logging.getLogger("bus.rabbitmq")
 
 FIRST_CONNECT_TIMEOUT = 10.0
+CLOSE_TIMEOUT = 5.0
+"""How long closing a channel may wait for the broker's answer: a channel on a connection
+that died unnoticed would otherwise wait for the heartbeat to notice."""
 OnConnect = Callable[[AbstractConnection], Awaitable[None]]
 
 
@@ -198,7 +201,8 @@ class ChannelKeeper:
         channel, self._channel, self._raw = self._channel, None, None
         if channel is not None and not channel.is_closed:
             try:
-                await channel.close()
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    await channel.close()
             except Exception as exc:  # the connection may be gone already: nothing to return
                 log.debug("closing %s: %s", self._what, exc)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+import tenacity
 from aiormq.abc import AbstractChannel
 from pamqp.commands import Basic
 
@@ -76,26 +77,26 @@ async def _publish_patiently(
     mandatory: bool,
 ) -> None:
     """Try until the channel is back and the broker confirms, up to PUBLISH_TIMEOUT."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + PUBLISH_TIMEOUT
-    while True:
-        try:
-            async with asyncio.timeout_at(deadline):
-                raw = await source.current()
-                await raw.basic_publish(
-                    body,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    properties=properties,
-                    mandatory=mandatory,
-                )
-            return
-        except TimeoutError as exc:
-            raise publish_error(exc, _where(exchange, routing_key)) from None
-        except Exception as exc:
-            if not is_transient(exc) or loop.time() >= deadline:
-                raise publish_error(exc, _where(exchange, routing_key)) from None
-        await asyncio.sleep(0.05)  # the channel is being re-opened: try again shortly
+    retrying = tenacity.AsyncRetrying(
+        # The channel is being re-opened: try again soon, then less often.
+        wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
+        retry=tenacity.retry_if_exception(is_transient),
+        reraise=True,
+    )
+    try:
+        async with asyncio.timeout(PUBLISH_TIMEOUT):
+            async for attempt in retrying:
+                with attempt:
+                    raw = await source.current()
+                    await raw.basic_publish(
+                        body,
+                        exchange=exchange,
+                        routing_key=routing_key,
+                        properties=properties,
+                        mandatory=mandatory,
+                    )
+    except Exception as exc:  # TimeoutError included: the connection stayed down
+        raise publish_error(exc, _where(exchange, routing_key)) from None
 
 
 def _where(exchange: str, routing_key: str) -> str:

@@ -84,6 +84,10 @@ class Topology:
         await channel.queue_bind(name, self.config.exchange, routing_key=topic)
         return name
 
+    async def declare_dead_letters(self, channel: AbstractChannel, dlq: str) -> None:
+        """A group's dead-letter queue alone (again, after an operator deleted it)."""
+        await channel.queue_declare(dlq, durable=True, arguments=self._args)
+
     async def declare_ephemeral(self, channel: AbstractChannel, topic: str, name: str) -> None:
         """A queue for a group of one that lives as long as its connection: exclusive,
         auto-deleted, bound to ``topic``, with an exclusive dead-letter queue beside it."""
@@ -91,13 +95,16 @@ class Topology:
         await channel.queue_declare(f"{name}:dlq", exclusive=True)
         await channel.queue_bind(name, self.config.exchange, routing_key=topic)
 
-    async def delay_queue(self, channel: AbstractChannel, target: str, delay: float) -> str:
+    async def delay_queue(
+        self, channel: AbstractChannel, target: str, delay: float, *, again: bool = False
+    ) -> str:
         """A queue that hands messages back to queue ``target`` after ``delay`` seconds
-        or a little more; declared when it was not declared in the last few seconds."""
+        or a little more; declared when it was not declared in the last few seconds, or
+        ``again`` (it was found missing)."""
         ms = delay_bucket_ms(delay)
         name = f"{target}:delay:{ms}"
         now = time.monotonic()
-        if now - self._delays.get(name, -math.inf) > _REDECLARE:
+        if again or now - self._delays.get(name, -math.inf) > _REDECLARE:
             arguments: dict[str, Any] = {
                 **self._args,
                 "x-message-ttl": ms,

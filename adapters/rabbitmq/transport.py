@@ -7,6 +7,7 @@ objects. See topology.py for what is declared, link.py for reconnection.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -20,9 +21,10 @@ from adapters.rabbitmq import browse, topology
 from adapters.rabbitmq.config import parse
 from adapters.rabbitmq.consumer import RabbitConsumer
 from adapters.rabbitmq.convert import properties
+from adapters.rabbitmq.copies import Copier, Route
 from adapters.rabbitmq.errors import broker_error
 from adapters.rabbitmq.inbox import DIRECT_REPLY_TO, RabbitInbox
-from adapters.rabbitmq.link import ChannelKeeper, Link
+from adapters.rabbitmq.link import CLOSE_TIMEOUT, ChannelKeeper, Link
 from adapters.rabbitmq.publish import ChannelSource, publish
 from bus.errors import ConnectionLost
 from bus.message import Message
@@ -55,6 +57,7 @@ class RabbitTransport:
             self._topic_publisher = ChannelKeeper(
                 self._link, _nothing, confirms=False, what="the unconfirmed publishing channel"
             )
+        self._copier = Copier(self._publisher, self._topology, self.config.user)
         self._consumers: set[RabbitConsumer] = set()
         self._inboxes: dict[str, RabbitInbox] = {}
 
@@ -86,10 +89,12 @@ class RabbitTransport:
         inbox = self._inboxes.get(message.reply_to) if message.reply_to else None
         channel: ChannelSource
         if inbox is not None and inbox.source is not None:
-            props = properties(message, reply_to=DIRECT_REPLY_TO, persistent=False)
+            props = properties(
+                message, reply_to=DIRECT_REPLY_TO, persistent=False, user=self.config.user
+            )
             channel = inbox.source
         else:
-            props = properties(message)
+            props = properties(message, user=self.config.user)
             channel = self._topic_publisher
         await publish(
             channel,
@@ -107,9 +112,10 @@ class RabbitTransport:
         if ephemeral:
             queue = f"{queue}:ephemeral:{uuid.uuid4().hex[:16]}"
         dlq = f"{queue}:dlq" if ephemeral else topology.dead_letter_queue(self.config, topic, group)
+        route = Route(topic=topic, group=group, queue=queue, dlq=dlq, ephemeral=ephemeral)
         count = self.config.prefetch or prefetch
 
-        consumer = RabbitConsumer(functools.partial(self._resend, queue=queue, dlq=dlq))
+        consumer = RabbitConsumer(functools.partial(self._copier.send, route), ephemeral=ephemeral)
 
         async def setup(channel: AbstractChannel) -> None:
             if ephemeral:
@@ -117,7 +123,9 @@ class RabbitTransport:
             else:
                 await self._topology.declare_group(channel, topic, group)
             await channel.basic_qos(prefetch_count=count)
-            await channel.basic_consume(queue, consumer.on_message)
+            if consumer.fetching:  # a channel re-opened after stop_fetching takes nothing
+                ok = await channel.basic_consume(queue, consumer.on_message)
+                consumer.consuming(channel, str(ok.consumer_tag))
 
         keeper = ChannelKeeper(self._link, setup, confirms=False, what=f"consumer of {queue!r}")
         try:
@@ -129,31 +137,23 @@ class RabbitTransport:
         async def on_close() -> None:
             self._consumers.discard(consumer)
             await keeper.close()
-            if ephemeral:  # its queue went with its consumer; its dead letters go too
-                with contextlib.suppress(Exception):
-                    await (await self._publisher.current()).queue_delete(dlq)
+            if ephemeral:
+                await self._delete_quietly(dlq)
 
         consumer.attach(on_close)
         return consumer
 
-    async def _resend(self, message: Message, delay: float | None, *, queue: str, dlq: str) -> None:
-        """Publish a settled delivery's copy, confirmed: to ``dlq`` (delay None), straight
-        back to ``queue`` (delay 0), or through a delay queue that returns it there."""
-        if delay is None:
-            target = dlq
-        elif delay <= 0:
-            target = queue
-        else:
-            channel = await self._publisher.current()
-            target = await self._topology.delay_queue(channel, queue, delay)
-        await publish(
-            self._publisher,
-            message.body,
-            properties(message),
-            exchange="",
-            routing_key=target,
-            mandatory=True,
-        )
+    async def _delete_quietly(self, queue: str) -> None:
+        """Delete an ephemeral group's dead-letter queue if the connection is up now and
+        the broker answers soon; it is exclusive, so it goes with the connection anyway."""
+        channel = self._publisher.now()
+        if channel is None:
+            return
+        try:
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await channel.queue_delete(queue)
+        except Exception as exc:
+            log.debug("deleting %r: %s", queue, exc)
 
     async def open_inbox(self) -> RabbitInbox:
         inbox = RabbitInbox()
@@ -177,7 +177,7 @@ class RabbitTransport:
         await publish(
             self._publisher,
             message.body,
-            properties(message, persistent=False),
+            properties(message, persistent=False, user=self.config.user),
             exchange="",
             routing_key=address,
             mandatory=False,
@@ -198,7 +198,7 @@ class RabbitTransport:
         dlq = topology.dead_letter_queue(self.config, topic, group)
         queue = topology.group_queue(self.config, topic, group)
         try:
-            return await browse.replay(self._link, dlq, queue)
+            return await browse.replay(self._link, dlq, queue, user=self.config.user)
         except Exception as exc:
             raise broker_error(exc, f"replaying queue {dlq!r}") from None
 
