@@ -1,15 +1,21 @@
 """One member of a consumer group on a topic and on its group's retry topic.
 
-A fetch loop reads ahead (up to ``read_ahead`` records) into a ready queue; records from
-the retry topic wait on a timer until they are due. ``poll``/``__anext__`` hand records
-out in the order read, so one partition's records go out in offset order. Offsets are
-committed per partition up to the first record not yet settled (see offsets.py):
-periodically, on revocation and on close. On revocation the partition's unread records
-are dropped and the rebalance waits until its handed-out records are settled (the rest
-of the group waits too, up to the broker's rebalance timeout), so no two members handle
-one record at once; closing ends that wait and leaves what is unsettled to the next owner.
-Before a batch is handed out its partitions' handed-out marks are committed (marks.py),
-so whoever gets a record after this member dies holding it counts a redelivery.
+A subscription's Kafka consumer group is ``<group>:<topic>``, one per (group, topic): the
+members of one topic rebalance without pausing the service's other topics, so a handler
+that requests a sibling topic of its own service never waits on its own rebalance. (Bus
+group names and topics hold no ':', so no two subscriptions share an id.)
+
+The member is composed of:
+
+- a fetch loop (here) that reads into the read-ahead (readahead.py), from which
+  ``poll``/``__anext__`` hand records out in the order read; it never stops polling,
+  with its partitions paused when it must not read (pauses.py), so aiokafka keeps it
+  in its group however slow its handlers;
+- timers for records not yet due (timers.py);
+- commits of what is settled (commits.py);
+- the rebalance listener (rebalance.py) and the handed-out marks (claims.py, marks.py),
+  committed before a batch is handed out, so whoever gets a record after this member
+  dies holding it counts a redelivery.
 """
 
 from __future__ import annotations
@@ -18,17 +24,24 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+import tenacity
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError
 
+from adapters.kafka.claims import Claims
+from adapters.kafka.commits import Commits
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.convert import from_record
 from adapters.kafka.delivery import KafkaDelivery
 from adapters.kafka.marks import Marks
 from adapters.kafka.offsets import PartitionOffsets
+from adapters.kafka.partition import Partition
+from adapters.kafka.pauses import Pauses
+from adapters.kafka.readahead import ReadAhead
+from adapters.kafka.rebalance import Rebalance, revoke_bound
+from adapters.kafka.timers import Timers
 from bus.message import Message
 
 log = logging.getLogger("bus.kafka")
@@ -36,41 +49,13 @@ log = logging.getLogger("bus.kafka")
 Resend = Callable[[Message, float | None], Awaitable[None]]
 """Produce a copy: to the retry topic due in ``delay`` seconds, or (None) to the DLQ."""
 
-
-class Partition:
-    """One assignment of one partition to this member; dead once revoked."""
-
-    __slots__ = (
-        "committed",
-        "fetched",
-        "handed",
-        "held",
-        "known",
-        "live",
-        "mark",
-        "offsets",
-        "redone",
-        "timers",
-        "tp",
-    )
-
-    def __init__(self, tp: TopicPartition) -> None:
-        self.tp = tp
-        self.live = True
-        self.offsets = PartitionOffsets()
-        self.held = 0  # handed out, not settled
-        self.committed = -1
-        self.timers: dict[int, asyncio.TimerHandle] = {}  # retry records not yet due
-        self.known = False  # the marks below were read (before the first record is)
-        self.redone = 0  # records below this offset were read by an earlier owner
-        self.mark = 0  # the handed-out mark committed for this partition
-        self.handed = -1  # the highest offset handed out by this member
-        self.fetched = 0  # one past the highest offset fetched
+FETCH_WAIT_MS = 1000  # a fetch waits this long for records before the loop goes round
+GIVE_BACK_PAUSE = (0.1, 5.0)  # a record given back again waits 0.1 s, doubling up to 5 s
 
 
-Item = tuple[Partition, int, Message]  # partition, offset, message
-
-LEARN_TIMEOUT = 5.0  # seconds an assignment may spend reading marks and start offsets
+def member_group(group: str, topic: str) -> str:
+    """The Kafka consumer group of ``group``'s subscription to ``topic``."""
+    return f"{group}:{topic}"
 
 
 class KafkaConsumer:
@@ -84,49 +69,76 @@ class KafkaConsumer:
         resend: Resend,
         on_close: Callable[[KafkaConsumer], None],
     ) -> None:
-        self._config = config
         self._topics = topics
-        self.group = group
+        self.topic = topics[0]
+        self.group_id = member_group(group, self.topic)
         self.resend = resend
         self._on_close = on_close
-        self._marks = Marks(config, group)
-        self._claiming: asyncio.Task[None] | None = None  # a mark claimed ahead of need
-        # How far past what was fetched a mark is claimed: two read-ahead windows, so a
-        # claim started half way (one window before it is needed) lands in time even in
-        # a burst on a busy loop (a commit took ~3 ms there).
-        self._stride = 2 * config.read_ahead
         self._client = AIOKafkaConsumer(
             **config.client_options(),
-            group_id=group,
+            group_id=self.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             fetch_max_wait_ms=config.fetch_max_wait_ms,
             session_timeout_ms=config.session_timeout_ms,
             heartbeat_interval_ms=config.heartbeat_interval_ms,
             max_poll_interval_ms=config.max_poll_interval_ms,
+            # How long the group waits for this member to rejoin (its revocation waits on
+            # handlers): aiokafka's default is the session timeout, seconds.
+            rebalance_timeout_ms=config.max_poll_interval_ms,
         )
-        self._ready: deque[Item] = deque()
-        # Workers waiting for a record, oldest first: a record wakes one of them, not all
-        # (a shared Event woke every idle worker of the pool for each small fetch).
-        self._idle: deque[asyncio.Future[None]] = deque()
-        self._room = asyncio.Event()
-        self._low_water = config.read_ahead // 2
-        self._waiting = 0  # retry records on timers
-        self._paused: set[TopicPartition] = set()  # retry partitions, while many wait
         self._parts: dict[TopicPartition, Partition] = {}  # assigned now
-        self._settled = asyncio.Event()
-        self._dirty = False
+        self._ahead = ReadAhead(config.read_ahead)
+        self._pauses = Pauses(self._client, topics[1])
+        self._timers = Timers(self._ahead, self._pauses, config.read_ahead)
+        self._commits = Commits(self._client, config.commit_interval_ms, topics[0])
+        self._claims = Claims(Marks(config, self.group_id), self._parts, 2 * config.read_ahead)
+        self._rebalance = Rebalance(
+            self._parts,
+            ahead=self._ahead,
+            timers=self._timers,
+            pauses=self._pauses,
+            commits=self._commits,
+            claims=self._claims,
+            position=self._client.position,
+            wait_bound=revoke_bound(config.max_poll_interval_ms),
+        )
+        # While nothing may be read, poll this often: well within max_poll_interval_ms.
+        self._keepalive = min(1.0, config.max_poll_interval_ms / 4000)
+        # A failed poll is retried 0.05 s later, doubling up to 5 s (with jitter), until
+        # one succeeds: aiokafka reconnects by itself, and the fetch loop must not die.
+        self._retrying = tenacity.AsyncRetrying(
+            wait=tenacity.wait_exponential(multiplier=0.05, max=5.0)
+            + tenacity.wait_random(0, 0.05),
+            retry=tenacity.retry_if_exception(
+                lambda e: isinstance(e, Exception) and not isinstance(e, ConsumerStoppedError)
+            ),
+            before_sleep=self._fetch_failed,
+            reraise=True,
+        )
+        self._stopped = False
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
-        self.assigned = asyncio.Event()
+
+    @property
+    def assigned(self) -> asyncio.Event:
         """Set once this member was first given partitions (tests wait on it)."""
+        return self._rebalance.assigned
+
+    @property
+    def revoking(self) -> asyncio.Event:
+        """Set while a revocation waits on handed-out records (tests wait on it)."""
+        return self._rebalance.revoking
 
     async def start(self) -> None:
-        await self._marks.start()
+        await self._claims.marks.start()
         await self._client.start()
-        self._client.subscribe(self._topics, listener=_Listener(self))
+        self._client.subscribe(self._topics, listener=self._rebalance)
         loop = asyncio.get_running_loop()
-        self._tasks = [loop.create_task(self._fetch()), loop.create_task(self._commit_loop())]
+        self._tasks = [
+            loop.create_task(self._fetch()),
+            loop.create_task(self._commits.run(self._parts.values)),
+        ]
 
     # -- handing out ---------------------------------------------------------------
 
@@ -135,183 +147,112 @@ class KafkaConsumer:
 
     def poll(self) -> KafkaDelivery | None:
         """The next delivery if one is at hand, else None (the core's fast path)."""
-        ready = self._ready
-        while ready:
-            part, offset, message = ready.popleft()
-            if not part.live:
-                continue
-            part.held += 1
-            if offset > part.handed:
-                part.handed = offset
-            if len(ready) <= self._low_water:
-                self._room.set()
-            return KafkaDelivery(self, part, offset, message, 1 if offset < part.redone else 0)
-        return None
+        if self._stopped or not self._in_group():
+            return None
+        item = self._ahead.take()
+        if item is None:
+            return None
+        part, offset, message, given = item
+        part.held += 1
+        if offset > part.handed:
+            part.handed = offset
+        redone = 1 if offset < part.redone else 0
+        return KafkaDelivery(self, part, offset, message, redone + given, given)
 
     async def __anext__(self) -> KafkaDelivery:
         while True:
             delivery = self.poll()
             if delivery is not None:
                 return delivery
-            if self._closed:
+            if self._stopped:
                 raise StopAsyncIteration
-            self._room.set()
-            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            self._idle.append(waiter)
-            try:
-                await waiter
-            except asyncio.CancelledError:
-                if waiter.done() and not waiter.cancelled():
-                    self._wake(1)  # woken, then cancelled: the record goes to another
-                else:
-                    with contextlib.suppress(ValueError):
-                        self._idle.remove(waiter)
-                raise
+            await self._ahead.wait()
 
-    def _wake(self, n: int) -> None:
-        """Wake up to ``n`` idle workers."""
-        idle = self._idle
-        while n > 0 and idle:
-            waiter = idle.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                n -= 1
+    def _in_group(self) -> bool:
+        """False once aiokafka learnt this member was dropped from its group (it resets
+        the generation), until it rejoins: its partitions may be another's by now, and
+        the revocation that drops their records comes only with the rejoin."""
+        coordinator = getattr(self._client, "_coordinator", None)
+        return coordinator is None or getattr(coordinator, "generation", 0) >= 0
 
     def settle(self, part: Partition, offset: int) -> None:
         """A handed-out record is done with (acked, retried or dead-lettered)."""
         if not part.live:
             return  # revoked meanwhile: its next owner gets it again
         part.offsets.settle(offset)
+        self._release(part)
+        self._commits.dirty = True
+
+    def give_back(self, part: Partition, offset: int, message: Message, given: int) -> None:
+        """A handed-out record could not be settled: hand it out again, first in line
+        (after a growing pause if it came back before), counted as a redelivery. It
+        stays unsettled, so it holds its partition's commit position only while this
+        member still has it to hand out."""
+        if not part.live:
+            return  # revoked meanwhile: its next owner gets it again
+        self._release(part)
+        if self._stopped or not part.owned:
+            return  # unsettled: the next owner gets it again
+        item = (part, offset, message, given + 1)
+        if given == 0:
+            self._ahead.put_back(item)
+        else:
+            first, most = GIVE_BACK_PAUSE
+            self._timers.given_back(item, min(most, first * 2 ** (given - 1)))
+
+    def _release(self, part: Partition) -> None:
         part.held -= 1
-        self._dirty = True
         if not part.held:
-            self._settled.set()
+            self._rebalance.settled.set()
 
     # -- reading -------------------------------------------------------------------
 
     async def _fetch(self) -> None:
-        limit = self._config.read_ahead
-        backoff = 0.05
-        while not self._closed:
-            buffered = len(self._ready)
-            if buffered > self._low_water:  # refill in batches, not one by one
-                self._room.clear()
-                await self._room.wait()
-                continue
-            try:
-                batches = await self._client.getmany(timeout_ms=1000, max_records=limit - buffered)
-            except ConsumerStoppedError:
-                return
-            except Exception as exc:  # aiokafka reconnects; this loop must not die
-                log.warning("fetch from %s failed, retrying: %s", self._topics[0], exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            backoff = 0.05
-            if batches:
-                await self._mark(batches)
-                self._accept(batches)
+        ahead = self._ahead
+        pauses = self._pauses
+        try:
+            while True:
+                if self._stopped:  # every partition paused: poll only to stay in the group
+                    await self._accept(await self._get(int(self._keepalive * 1000), 1))
+                    continue
+                if ahead.full:
+                    await ahead.room(self._keepalive)
+                    if ahead.full and not self._stopped:
+                        # Still nothing may be read: poll with every partition paused, so
+                        # aiokafka sees this member alive and keeps it in the group.
+                        if not pauses.full:
+                            pauses.set(full=True)
+                        await self._accept(await self._get(0, 1))
+                    continue
+                if pauses.full:
+                    pauses.set(full=False)
+                await self._accept(await self._get(FETCH_WAIT_MS, ahead.limit - len(ahead)))
+        except ConsumerStoppedError:
+            return
 
-    async def _mark(self, batches: dict[TopicPartition, list[object]]) -> None:
-        """Learn the marks of newly read partitions, then commit the marks this batch
-        needs, before any of its records is handed out (see marks.py)."""
-        parts = self._parts
-        unknown = [tp for tp in batches if tp in parts and not parts[tp].known]
-        if unknown:
-            self._know(await self._marks.read(unknown))
-        # Claimed ahead (see marks.py and _stride) for every partition at once, and again
-        # in the background once a batch comes within half a stride of the mark, so a
-        # batch seldom waits: an awaited commit per batch (~0.2 ms of CPU, a round trip,
-        # ~3 ms on a busy loop) cost 10-40% of consume throughput.
-        stride = self._stride
-        needed = soon = False
-        for tp, records in batches.items():
-            part = parts.get(tp)
-            if part is not None and records:
-                end: int = records[-1].offset + 1  # type: ignore[attr-defined]
-                if end > part.fetched:
-                    part.fetched = end
-                if end > part.mark:
-                    needed = True
-                elif end + stride // 2 > part.mark:
-                    soon = True
-        if needed:
-            await self._claimed()  # the claim in flight may cover this batch already
-            if any(
-                (part := parts.get(tp)) is not None and part.fetched > part.mark for tp in batches
-            ):
-                self._start_claim()
-                await self._claimed()
-        elif soon and self._claiming is None:
-            self._start_claim()
+    async def _get(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[object]]:
+        """One poll, retried on failure (see ``_retrying``)."""
+        async for attempt in self._retrying:
+            with attempt:
+                batches: dict[TopicPartition, list[object]] = await self._client.getmany(
+                    timeout_ms=timeout_ms, max_records=max(1, max_records)
+                )
+                return batches
+        raise AssertionError("not reached: tenacity retries until it returns")
 
-    def _know(
-        self, marks: dict[TopicPartition, int], starts: dict[TopicPartition, int] | None = None
-    ) -> None:
-        """Take the marks read for partitions not yet known (and, from an assignment,
-        where their fetching starts); a partition known meanwhile keeps what it has."""
-        for tp, mark in marks.items():
-            part = self._parts.get(tp)
-            if part is None or part.known:
-                continue  # revoked again, or learnt the other way first
-            part.known, part.redone, part.mark = True, mark, mark
-            start = (starts or {}).get(tp, 0)
-            if start > part.fetched:
-                part.fetched = start
+    def _fetch_failed(self, state: tenacity.RetryCallState) -> None:
+        outcome = state.outcome
+        exc = outcome.exception() if outcome is not None else None
+        wait = state.next_action.sleep if state.next_action is not None else 0.0
+        log.warning("fetch from %s failed, retrying in %.2f s: %s", self._topics[0], wait, exc)
 
-    def _start_claim(self) -> None:
-        """Claim a window past what was fetched on every partition, in a task of its own
-        (the one ``_claimed`` waits for, so a member leaving always commits its final
-        marks after every claim)."""
-        if self._closed:
-            return  # the final marks are being written; a claim now would undo them
-        stride = self._stride
-        marks = {
-            tp: part.fetched + stride
-            for tp, part in self._parts.items()
-            if part.known and part.fetched + stride > part.mark
-        }
-        task = asyncio.get_running_loop().create_task(self._claim(marks))
-        self._claiming = task
-        task.add_done_callback(self._claim_done)
-
-    async def _claim(self, marks: dict[TopicPartition, int]) -> None:
-        if await self._marks.commit(marks):
-            for tp, mark in marks.items():
-                if (part := self._parts.get(tp)) is not None:
-                    part.mark = max(part.mark, mark)
-
-    def _claim_done(self, task: asyncio.Task[None]) -> None:
-        if self._claiming is task:
-            self._claiming = None
-
-    async def _claimed(self) -> None:
-        """Wait for the background claim, if one is in flight (whatever its end)."""
-        task = self._claiming
-        if task is not None and not task.done():
-            await asyncio.wait([task])
-
-    async def _leave_marks(self, parts: list[Partition]) -> None:
-        """Leaving cleanly: lower each mark to what was really handed out (and what an
-        earlier owner had), so the dropped read-ahead, and the window claimed ahead, are
-        not counted as delivered."""
-        await self._claimed()  # lands before the final marks: one connection, in order
-        marks: dict[TopicPartition, int] = {}
-        for part in parts:
-            if not part.known:
-                continue  # its marks were never read, so never claimed either
-            position = part.offsets.position  # None: nothing fetched since the start
-            final = max(
-                part.fetched if position is None else position, part.handed + 1, part.redone
-            )
-            if final != part.mark:
-                marks[part.tp] = final
-        await self._marks.commit(marks)
-
-    def _accept(self, batches: dict[TopicPartition, list[object]]) -> None:
+    async def _accept(self, batches: Mapping[TopicPartition, Sequence[object]]) -> None:
+        if not batches:
+            return
+        if not self._stopped:
+            await self._claims.before_handout(batches)
         now_ms = time.time() * 1000
-        loop = asyncio.get_running_loop()
-        ready = self._ready
+        ahead = self._ahead
         for tp, records in batches.items():
             part = self._parts.get(tp)
             if part is None:
@@ -324,151 +265,55 @@ class KafkaConsumer:
                 except ValueError:  # the position went back (a reset): start afresh
                     offsets = part.offsets = PartitionOffsets()
                     offsets.take(offset)
+                if self._stopped:
+                    continue  # taken (so never committed past), never handed out
                 message, due = from_record(record)
                 if due is not None and due > now_ms:
-                    delay = (due - now_ms) / 1000 + 0.001
-                    item = (part, offset, message)
-                    part.timers[offset] = loop.call_later(delay, self._release, item)
-                    self._waiting += 1
+                    self._timers.retry((part, offset, message, 0), (due - now_ms) / 1000 + 0.001)
                 else:
-                    ready.append((part, offset, message))
-        if ready:
-            self._wake(len(ready))
-        if self._waiting >= self._config.read_ahead and not self._paused:
-            # Enough retries wait in memory: read no more of the retry topic for now (the
-            # main topic keeps flowing).
-            self._paused = {tp for tp in self._parts if tp.topic == self._topics[1]}
-            self._client.pause(*self._paused)
+                    ahead.append((part, offset, message, 0))
+        ahead.wake(len(ahead))
 
-    def _release(self, item: Item) -> None:
-        """A retry record is due: hand it out next."""
-        part, offset, _ = item
-        self._waiting -= 1
-        part.timers.pop(offset, None)
-        self._ready.append(item)
-        self._wake(1)
-        if self._paused and self._waiting <= self._low_water:
-            self._client.resume(*(self._paused & self._parts.keys()))
-            self._paused = set()
+    # -- stopping ------------------------------------------------------------------
 
-    # -- committing ----------------------------------------------------------------
-
-    async def _commit_loop(self) -> None:
-        interval = self._config.commit_interval_ms / 1000
-        while not self._closed:
-            await asyncio.sleep(interval)
-            if self._dirty:
-                await self.commit(list(self._parts.values()))
-
-    async def commit(self, parts: list[Partition]) -> None:
-        """Commit, for each of ``parts``, the offset below which all is settled."""
-        self._dirty = False
-        offsets: dict[TopicPartition, int] = {}
-        for part in parts:
-            position = part.offsets.position
-            if position is not None and position > part.committed:
-                offsets[part.tp] = position
-        if not offsets:
+    async def stop_fetching(self) -> None:
+        """Read nothing more; what was read and not handed out is dropped, unsettled, so
+        the next owner of its partition gets it as new (the marks are lowered to what
+        was handed out when this member leaves). Handed-out records can still be settled
+        until ``close``. The member keeps polling, all paused, to stay in its group."""
+        if self._stopped:
             return
-        try:
-            await self._client.commit(offsets)
-        except Exception as exc:  # a rebalance in progress: next time, or the next owner
-            self._dirty = True
-            log.debug("commit on %s deferred: %s", self._topics[0], exc)
-            return
-        for part in parts:
-            part.committed = max(part.committed, offsets.get(part.tp, -1))
-
-    # -- rebalancing ---------------------------------------------------------------
-
-    async def revoked(self, partitions: set[TopicPartition]) -> None:
-        gone = [self._parts.pop(tp) for tp in partitions if tp in self._parts]
-        for part in gone:
-            for handle in part.timers.values():
-                handle.cancel()
-                self._waiting -= 1
-            part.timers.clear()
-        dropped = {part.tp for part in gone}
-        self._ready = deque(item for item in self._ready if item[0].tp not in dropped)
-        self._room.set()
-        while not self._closed and any(part.held for part in gone):
-            self._settled.clear()
-            await self._settled.wait()
-        await self.commit(gone)
-        await self._leave_marks(gone)
-        self._marks.own(self._parts)
-        for part in gone:
-            part.live = False
-
-    async def assigned_now(self, partitions: set[TopicPartition]) -> None:
-        if self._closed:
-            return  # a join that completed while closing: the final marks are written
-        self._paused -= partitions  # a new assignment starts unpaused
-        new = [tp for tp in partitions if tp not in self._parts]
-        for tp in new:
-            self._parts[tp] = Partition(tp)
-        self._marks.own(self._parts)
-        self.assigned.set()
-        if new:
-            await self._learn(new)
-
-    async def _learn(self, new: list[TopicPartition]) -> None:
-        """Read the new partitions' marks and where their fetching starts, then claim a
-        window past that on all of them at once, so no partition's first batch waits on
-        a commit of its own. Best effort and bounded: _mark learns what this misses."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(LEARN_TIMEOUT):
-                marks = await self._marks.read(new)
-                starts = await asyncio.gather(
-                    *(self._client.position(tp) for tp in new), return_exceptions=True
-                )
-                self._know(
-                    marks,
-                    {tp: s for tp, s in zip(new, starts, strict=True) if isinstance(s, int)},
-                )
-                if self._claiming is None:
-                    self._start_claim()
-
-    # -- closing -------------------------------------------------------------------
+        self._stopped = True
+        self._claims.stopped = True
+        with contextlib.suppress(Exception):  # a client that never started: nothing to pause
+            self._pauses.set(stopped=True)
+        self._timers.drop(self._parts.values())
+        self._ahead.clear()
+        self._ahead.wake_all()  # idle workers: StopAsyncIteration
 
     async def close(self) -> None:
         """Stop consuming; commit what is settled; the rest goes to other members."""
         if self._closed:
             return
         self._closed = True
-        self._wake(len(self._idle))
-        self._settled.set()
-        self._room.set()
+        await self.stop_fetching()
+        self._rebalance.closing = True
+        self._rebalance.settled.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         parts = list(self._parts.values())
-        for part in parts:
-            for handle in part.timers.values():
-                handle.cancel()
         try:
-            await self.commit(parts)
-            await self._leave_marks(parts)
+            await self._commits.commit(parts)
+            await self._claims.lower(parts)
         finally:
             for part in parts:
-                part.live = False
+                part.owned = part.live = False
             self._parts.clear()
-            self._ready.clear()
             self._on_close(self)
             try:
                 await self._client.stop()
             finally:
-                await self._marks.stop()
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, consumer: KafkaConsumer) -> None:
-        self._consumer = consumer
-
-    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._consumer.revoked(set(revoked))
-
-    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._consumer.assigned_now(set(assigned))
+                await self._claims.marks.stop()

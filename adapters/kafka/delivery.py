@@ -2,24 +2,38 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from bus.errors import BusError, PublishError
 from bus.message import Message
 
 if TYPE_CHECKING:
-    from adapters.kafka.consumer import KafkaConsumer, Partition
+    from adapters.kafka.consumer import KafkaConsumer
+    from adapters.kafka.partition import Partition
+
+log = logging.getLogger("bus.kafka")
 
 
 class KafkaDelivery:
     """bus.transport.Delivery for a Kafka record.
 
     ``redeliveries`` is 1 for a record an earlier owner read and did not commit (the
-    handed-out marks of marks.py tell), else 0: Kafka keeps no per-record count.
+    handed-out marks of marks.py tell), else 0, plus how often this member gave it back:
+    Kafka keeps no per-record count.
     """
 
-    __slots__ = ("_consumer", "_offset", "_part", "_settled", "message", "redeliveries")
+    __slots__ = (
+        "_consumer",
+        "_given",
+        "_offset",
+        "_part",
+        "_settled",
+        "message",
+        "redeliveries",
+    )
 
     def __init__(
         self,
@@ -28,12 +42,14 @@ class KafkaDelivery:
         offset: int,
         message: Message,
         redeliveries: int = 0,
+        given: int = 0,
     ) -> None:
         self.message = message
         self.redeliveries = redeliveries
         self._consumer = consumer
         self._part = part
         self._offset = offset
+        self._given = given  # how often this member gave the record back before
         self._settled = False
 
     async def ack(self) -> None:
@@ -48,15 +64,35 @@ class KafkaDelivery:
         await self._resend(dict(headers), None)
 
     async def _resend(self, headers: dict[str, str], delay: float | None) -> None:
+        """Produce the copy, then settle; if the copy was not taken, raise and leave the
+        delivery unsettled (the core gives it back)."""
         if self._settled:
             return
         self._settled = True  # a second call meanwhile must not send a second copy
         try:
             await self._consumer.resend(self.message.with_headers(headers), delay)
-        except BaseException:
-            self._settled = False  # not settled: left for redelivery
+        except BusError:
+            self._settled = False
+            raise
+        except Exception as exc:
+            self._settled = False
+            where = "dead-letter" if delay is None else "retry"
+            raise PublishError(f"the {where} copy was not produced: {exc}") from exc
+        except BaseException:  # cancelled (the core's settle timeout): not settled
+            self._settled = False
             raise
         self._consumer.settle(self._part, self._offset)
+
+    async def give_back(self) -> None:
+        """Hand the record out again from this member (it owns the partition), counted
+        as one more redelivery; immediate, never raises."""
+        if self._settled:
+            return
+        self._settled = True
+        try:
+            self._consumer.give_back(self._part, self._offset, self.message, self._given)
+        except Exception:  # never raises: unsettled, it goes to the next owner at the latest
+            log.exception("could not give message %s back", self.message.id)
 
 
 def due_ms(delay: float) -> int:

@@ -3,19 +3,19 @@
 Kafka does not count how often a record was read, so a member that dies holding records
 would pass them on looking new. Before a fetched batch is handed out, the member makes
 sure that, per partition, a "mark" past the batch's last offset is committed in a shadow
-consumer group of its own (``<group>.marks``, which nobody joins). A new owner reads the
-marks before it hands out a partition's records: records below the mark may have been
-read by an earlier owner that did not commit them, so they are redeliveries (counted 1,
-however often: like RabbitMQ's redelivered flag, unlike a quorum queue's count).
+consumer group of its own (``<group>:<topic>:marks``, which nobody joins). A new owner
+reads the marks before it hands out a partition's records: records below the mark may
+have been read by an earlier owner that did not commit them, so they are redeliveries
+(counted 1, however often: like RabbitMQ's redelivered flag, unlike a quorum queue's).
 
 A mark is claimed two read-ahead windows (``read_ahead``) past what was fetched, for all
 of a member's partitions in one commit: on assignment (from where fetching starts), and
 again in the background once a batch comes within one window of it, so a batch seldom
-waits. The price is paid only after a member dies: what it read ahead and had not handed
-out, and up to two windows after that, count as redelivered once, as RabbitMQ counts a
-message prefetched by a consumer that died. A member leaving cleanly (close or
-revocation) lowers its marks to what it really handed out, so nothing it merely read
-ahead, or claimed ahead, is counted.
+waits (claims.py). The price is paid only after a member dies: what it read ahead and
+had not handed out, and up to two windows after that, count as redelivered once, as
+RabbitMQ counts a message prefetched by a consumer that died. A member leaving cleanly
+(close or revocation) lowers its marks to what it really handed out, so nothing it
+merely read ahead, or claimed ahead, is counted.
 
 Offsets carry the marks, not commit metadata: tansu drops metadata (see
 tests/adapters/kafka/test_tansu_differences.py). A failed mark commit is logged and the
@@ -37,19 +37,21 @@ from adapters.kafka.config import KafkaConfig
 log = logging.getLogger("bus.kafka")
 
 
-def marks_group(group: str) -> str:
-    """The shadow consumer group holding ``group``'s marks (no user group has a '.')."""
-    return f"{group}.marks"
+def marks_group(group_id: str) -> str:
+    """The shadow consumer group holding the marks of the Kafka group ``group_id``
+    (``<group>:<topic>``, see consumer.py): no topic has a ':', so no subscription's own
+    group is ever named like this."""
+    return f"{group_id}:marks"
 
 
 class Marks:
     """The marks of one member's partitions, read and committed through a client of the
     shadow group (assigned, never fetching: its partitions are paused)."""
 
-    def __init__(self, config: KafkaConfig, group: str) -> None:
+    def __init__(self, config: KafkaConfig, group_id: str) -> None:
         self._client = AIOKafkaConsumer(
             **config.client_options(),
-            group_id=marks_group(group),
+            group_id=marks_group(group_id),
             enable_auto_commit=False,
         )
         self._owned: frozenset[TopicPartition] = frozenset()

@@ -1,8 +1,9 @@
 """KafkaTransport: bus.transport.Transport on Kafka (or a Kafka-protocol broker) via aiokafka.
 
-Topic = topic, group = consumer group, key = record key (so order per key holds by
-partition). Every group on a topic also has a retry topic and a dead-letter topic of
-its own (topics.py). aiokafka reconnects by itself with backoff; a first connect that
+Topic = topic, group on a topic = consumer group ``<group>:<topic>`` (one per
+subscription, see consumer.py), key = record key (so order per key holds by partition).
+Every group on a topic also has a retry topic and a dead-letter topic of its own
+(topics.py). aiokafka reconnects by itself with backoff; a first connect that
 fails raises ConnectionLost naming the (redacted) URL.
 """
 

@@ -1,0 +1,108 @@
+"""Records read ahead of the handlers, and the workers waiting for one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Iterable
+
+from aiokafka import TopicPartition
+
+from adapters.kafka.partition import Item
+
+
+class ReadAhead:
+    """Records read and not yet handed out, oldest first (so one partition's go out in
+    offset order), and the idle workers waiting for one.
+
+    Filled in batches: the fetch loop reads up to ``limit`` records, then waits until
+    handing out brings them down to ``low_water`` (half), so the broker is not asked
+    record by record.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.low_water = limit // 2
+        self._ready: deque[Item] = deque()
+        # Oldest first: a record wakes one worker, not all (a shared Event woke every
+        # idle worker of the pool for each small fetch).
+        self._idle: deque[asyncio.Future[None]] = deque()
+        self._room = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._ready)
+
+    @property
+    def full(self) -> bool:
+        """Enough is read ahead: fetch no more until it is down to ``low_water``."""
+        return len(self._ready) > self.low_water
+
+    def append(self, item: Item) -> None:
+        """Add a record after those read (the caller wakes workers)."""
+        self._ready.append(item)
+
+    def put_back(self, item: Item) -> None:
+        """Add a record before all others (one given back), and wake a worker for it."""
+        self._ready.appendleft(item)
+        self.wake(1)
+
+    def take(self) -> Item | None:
+        """The oldest record of a partition still assigned, or None."""
+        ready = self._ready
+        while ready:
+            item = ready.popleft()
+            if not item[0].owned:
+                continue
+            if len(ready) <= self.low_water:
+                self._room.set()
+            return item
+        return None
+
+    def drop(self, tps: Iterable[TopicPartition]) -> None:
+        """Forget the records of ``tps`` (revoked): their next owner reads them again."""
+        gone = set(tps)
+        self._ready = deque(item for item in self._ready if item[0].tp not in gone)
+        self._room.set()
+
+    def clear(self) -> None:
+        self._ready.clear()
+        self._room.set()
+
+    async def wait(self) -> None:
+        """Wait, as an idle worker, until woken for a record. Cancel-safe: a wake-up that
+        reaches a worker being cancelled passes on to the next."""
+        self._room.set()  # a worker waits: whatever was full has room now
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._idle.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                self.wake(1)  # woken, then cancelled: the record goes to another
+            else:
+                with contextlib.suppress(ValueError):
+                    self._idle.remove(waiter)
+            raise
+
+    def wake(self, n: int) -> None:
+        """Wake up to ``n`` idle workers."""
+        idle = self._idle
+        while n > 0 and idle:
+            waiter = idle.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                n -= 1
+
+    def wake_all(self) -> None:
+        self.wake(len(self._idle))
+        self._room.set()
+
+    async def room(self, timeout: float) -> None:
+        """Wait until there may be room to read more, at most ``timeout`` seconds."""
+        if not self.full:
+            return
+        self._room.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._room.wait()
