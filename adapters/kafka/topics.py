@@ -71,6 +71,12 @@ class Topics:
     def known(self, topic: str) -> bool:
         return topic in self._known
 
+    async def recreate(self, name: str, partitions: int) -> None:
+        """Create ``name`` again though this process made it before: an operator may have
+        deleted it (and a broker that does not create topics on demand then refuses)."""
+        self._known.discard(name)
+        await self.ensure({name: partitions})
+
     async def ensure(self, topics: dict[str, int]) -> None:
         """Create each topic (name -> partitions) that this process has not seen yet."""
         wanted = {name: n for name, n in topics.items() if name not in self._known}

@@ -23,7 +23,7 @@ from adapters.kafka.delivery import due_ms
 from adapters.kafka.inbox import INBOX_PREFIX, KafkaInbox, new_address
 from adapters.kafka.producer import Producer
 from adapters.kafka.watch import KafkaWatcher
-from bus.errors import ConnectionLost
+from bus.errors import ConnectionLost, MessageTooLarge, PublishError
 from bus.message import Message
 from bus.transport import Capabilities
 
@@ -111,13 +111,27 @@ class KafkaTransport:
         await self._topics.ensure({topic: parts, retry: parts, dlq_topic: 1})
 
         async def resend(message: Message, delay: float | None) -> None:
+            # A dead letter names its partition: browsing reads that one alone, even if an
+            # operator deleted the topic and the broker made it again with several.
+            partition: int | None = dlq.DLQ_PARTITION
             if delay is None:
                 key, headers = to_record(message)
-                async with self._dlq_lock:
-                    await self._producer.send(dlq_topic, message.body, key, headers)
+                target, partitions = dlq_topic, 1
             else:
                 key, headers = to_record(message, [(DUE, str(due_ms(delay)).encode())])
-                await self._producer.send(retry, message.body, key, headers)
+                target, partitions, partition = retry, parts, None
+            # Dead letters one record per batch (see __init__); retries need no order.
+            async with self._dlq_lock if delay is None else contextlib.nullcontext():
+                try:
+                    await self._producer.send(target, message.body, key, headers, partition)
+                except MessageTooLarge:
+                    raise
+                except PublishError as exc:
+                    # Deleted by an operator? Create it again and send once more; a second
+                    # failure goes to the core, which gives the record back.
+                    log.warning("a copy to %s failed (%s); creating it again", target, exc)
+                    await self._topics.recreate(target, partitions)
+                    await self._producer.send(target, message.body, key, headers, partition)
 
         members = self._consumers
         consumer = KafkaConsumer(self.config, [topic, retry], group, resend, members.discard)
