@@ -83,9 +83,17 @@ class Link:
     async def close(self) -> None:
         self._closing = True
         self._ready.set()  # wake waiters so they see _closing
-        if self._reconnect is not None:
-            self._reconnect.cancel()
-            await asyncio.gather(self._reconnect, return_exceptions=True)
+        task = self._reconnect
+        if task is not None:
+            # A connect attempt can swallow one cancellation (the driver's own timeout
+            # handling): cancel until the task has really ended, a bounded number of times.
+            for _ in range(50):
+                if task.done():
+                    break
+                task.cancel()
+                await asyncio.wait([task], timeout=0.1)
+            if task.done() and not task.cancelled():
+                task.exception()  # retrieved: its end is expected, not an unhandled error
         if self._conn is not None:
             try:
                 await self._conn.close()
@@ -119,7 +127,9 @@ class Link:
             retrying = tenacity.AsyncRetrying(
                 wait=tenacity.wait_exponential(multiplier=0.1, max=5.0)
                 + tenacity.wait_random(0, 0.1),
-                retry=tenacity.retry_if_exception_type(Exception),
+                retry=tenacity.retry_if_exception(
+                    lambda exc: isinstance(exc, Exception) and not self._closing
+                ),
                 before_sleep=self._log_attempt,
                 reraise=True,
             )
