@@ -3,8 +3,10 @@ byte-identical, the bus-dlq-* headers all present; replay goes to that group onl
 
 from __future__ import annotations
 
+import contextlib
 from datetime import datetime
 
+import anyio
 import msgspec
 
 import bus
@@ -142,3 +144,16 @@ async def test_replay_of_a_fixed_handler_empties_the_dead_letters(
         await wait_until(lambda: len(done) == 5)
         assert [d async for d in publisher.dead_letters(topic, group=group)] == []
     assert sorted(done) == list(range(5))
+
+
+async def test_browsing_always_ends_also_where_nothing_was_ever_parked(
+    publisher: bus.Bus, topic: str, group: str
+) -> None:
+    with anyio.fail_after(20):
+        assert [d async for d in publisher.dead_letters(topic, group=group)] == []
+        assert await publisher.replay(topic, group=group) == 0
+        # Leaving a browse early releases it; the next one starts afresh and ends.
+        async with contextlib.aclosing(publisher.dead_letters(topic, group=group)) as letters:
+            async for _ in letters:
+                break
+        assert [d async for d in publisher.dead_letters(topic, group=group)] == []

