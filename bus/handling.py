@@ -130,9 +130,12 @@ class Handling:
             return await self._failed(delivery, exc, attempt)
         if sub.reply:
             await self._replies.reply(message, result)
-        if await self._settle(delivery, delivery.ack()):
-            return HANDLED
-        return GIVEN_BACK
+        try:  # no timer on the hot path: an ack waits on no broker round trip
+            await delivery.ack()
+        except Exception as exc:
+            await self._give_back(delivery, exc)
+            return GIVEN_BACK
+        return HANDLED
 
     async def _failed(self, delivery: Delivery, exc: BaseException, attempt: int) -> Outcome:
         sub = self._sub
@@ -164,15 +167,18 @@ class Handling:
                 await settling
             return True
         except Exception as exc:
-            message = delivery.message
-            log.error(
-                "could not settle message %s of %s for group %s (%s: %s); giving it back",
-                message.id, self._sub.topic, self._sub.group, type_name(exc), exc,
-                extra={"message_id": message.id, "topic": self._sub.topic},
-            )  # fmt: skip
+            await self._give_back(delivery, exc)
+            return False
+
+    async def _give_back(self, delivery: Delivery, exc: Exception) -> None:
+        message = delivery.message
+        log.error(
+            "could not settle message %s of %s for group %s (%s: %s); giving it back",
+            message.id, self._sub.topic, self._sub.group, type_name(exc), exc,
+            extra={"message_id": message.id, "topic": self._sub.topic},
+        )  # fmt: skip
         try:
             with anyio.move_on_after(GIVE_BACK_TIMEOUT):
                 await delivery.give_back()
-        except Exception as exc:  # the adapter returns it on close at the latest
-            log.error("could not give message %s back: %s: %s", message.id, type_name(exc), exc)
-        return False
+        except Exception as err:  # the adapter returns it on close at the latest
+            log.error("could not give message %s back: %s: %s", message.id, type_name(err), err)

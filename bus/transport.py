@@ -50,7 +50,9 @@ class Delivery(Protocol):
     """How many times the broker handed this copy out before (0 when it cannot tell)."""
 
     async def ack(self) -> None:
-        """Done with it: the broker forgets the message for this group."""
+        """Done with it: the broker forgets the message for this group. Called on the hot
+        path with no timer around it, so it must not wait on a broker round trip (write
+        the ack and return; a lost ack means a redelivery, which at least once allows)."""
 
     async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
         """Redeliver a copy, with ``headers`` in place of the original's, to this group
