@@ -31,7 +31,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import ConsumerStoppedError
 
 from adapters.kafka.claims import Claims
-from adapters.kafka.commits import Commits
+from adapters.kafka.commits import Commits, commit_bound
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.convert import from_record
 from adapters.kafka.delivery import KafkaDelivery
@@ -68,12 +68,16 @@ class KafkaConsumer:
         group: str,
         resend: Resend,
         on_close: Callable[[KafkaConsumer], None],
+        recreate: Callable[[], Awaitable[None]],
     ) -> None:
+        """``recreate``: make this member's topics (and its group's dead-letter topic)
+        again, once it was dropped from its group: the broker may have restarted empty."""
         self._topics = topics
         self.topic = topics[0]
         self.group_id = member_group(group, self.topic)
         self.resend = resend
         self._on_close = on_close
+        self._recreate = recreate
         self._client = AIOKafkaConsumer(
             **config.client_options(),
             group_id=self.group_id,
@@ -91,7 +95,13 @@ class KafkaConsumer:
         self._ahead = ReadAhead(config.read_ahead)
         self._pauses = Pauses(self._client, topics[1])
         self._timers = Timers(self._ahead, self._pauses, config.read_ahead)
-        self._commits = Commits(self._client, config.commit_interval_ms, topics[0])
+        self._commits = Commits(
+            self._client,
+            config.commit_interval_ms,
+            topics[0],
+            bound=commit_bound(config),
+            in_group=self._in_group,
+        )
         self._claims = Claims(Marks(config, self.group_id), self._parts, 2 * config.read_ahead)
         self._rebalance = Rebalance(
             self._parts,
@@ -102,6 +112,7 @@ class KafkaConsumer:
             claims=self._claims,
             position=self._client.position,
             wait_bound=revoke_bound(config.max_poll_interval_ms),
+            on_dropped=self._dropped,
         )
         # While nothing may be read, poll this often: well within max_poll_interval_ms.
         self._keepalive = min(1.0, config.max_poll_interval_ms / 4000)
@@ -167,6 +178,30 @@ class KafkaConsumer:
             if self._stopped:
                 raise StopAsyncIteration
             await self._ahead.wait()
+
+    def _dropped(self) -> None:
+        """The group dropped this member, which held partitions: make its topics again in
+        the background (the rejoin goes on meanwhile), then refresh the metadata so that
+        a topic made only now is in the next assignment."""
+        if self._closed:
+            return
+        task = asyncio.get_running_loop().create_task(self._remake())
+        self._tasks.append(task)
+        task.add_done_callback(self._forget_task)
+
+    async def _remake(self) -> None:
+        try:
+            await self._recreate()
+        except Exception as exc:  # the broker still gone: the fetch loop keeps retrying
+            log.warning("could not make %s again after leaving its group: %s", self.topic, exc)
+            return
+        client = getattr(self._client, "_client", None)  # aiokafka has no public refresh
+        if client is not None:
+            client.force_metadata_update()
+
+    def _forget_task(self, task: asyncio.Task[None]) -> None:
+        with contextlib.suppress(ValueError):
+            self._tasks.remove(task)
 
     def _in_group(self) -> bool:
         """False once aiokafka learnt this member was dropped from its group (it resets
@@ -299,15 +334,17 @@ class KafkaConsumer:
         await self.stop_fetching()
         self._rebalance.closing = True
         self._rebalance.settled.set()
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         parts = list(self._parts.values())
         try:
             await self._commits.commit(parts)
-            await self._claims.lower(parts)
+            if self._in_group():  # dropped (a broker restarted empty): marks stay as claimed
+                await self._claims.lower(parts)
         finally:
             for part in parts:
                 part.owned = part.live = False

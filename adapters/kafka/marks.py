@@ -19,7 +19,8 @@ merely read ahead, or claimed ahead, is counted.
 
 Offsets carry the marks, not commit metadata: tansu drops metadata (see
 tests/adapters/kafka/test_tansu_differences.py). A failed mark commit is logged and the
-batch is handed out anyway: counting is never worth stopping consumption for.
+batch is handed out anyway: counting is never worth stopping consumption for. A mark
+commit is given up after the session timeout (commits.py says why).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import tenacity
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from adapters.kafka.commits import commit_bound
 from adapters.kafka.config import KafkaConfig
 
 log = logging.getLogger("bus.kafka")
@@ -55,7 +57,9 @@ class Marks:
             enable_auto_commit=False,
         )
         self._owned: frozenset[TopicPartition] = frozenset()
+        self._assigned: frozenset[TopicPartition] = frozenset()
         self._failing = False
+        self._bound = commit_bound(config)
 
     async def start(self) -> None:
         await self._client.start()
@@ -64,15 +68,19 @@ class Marks:
         await self._client.stop()
 
     def own(self, partitions: Iterable[TopicPartition]) -> None:
-        """Track the member's assignment: a commit may name only assigned partitions."""
+        """Track the member's assignment: a commit may name only owned partitions, and
+        aiokafka commits only for assigned ones. The client's assignment only grows: an
+        assign() while the client looks for its coordinator (a broker restarting) kills
+        aiokafka's coordination task ("assert assignment is not None and
+        assignment.active"), so it is called only for partitions never assigned before."""
         owned = frozenset(partitions)
-        if owned == self._owned:
-            return
         self._owned = owned
+        if owned <= self._assigned:
+            return
+        self._assigned |= owned
         try:
-            self._client.assign(list(owned))
-            if owned:
-                self._client.pause(*owned)  # never fetch through this client
+            self._client.assign(list(self._assigned))
+            self._client.pause(*self._assigned)  # never fetch through this client
         except Exception as exc:  # stopped while the member was closing: nothing to mark
             log.debug("handed-out marks: assignment not followed: %s", exc)
 
@@ -101,13 +109,14 @@ class Marks:
         if not marks:
             return True
         try:
-            async for attempt in _retrying():
-                with attempt:
-                    await self._client.commit(marks)
+            async with asyncio.timeout(self._bound):
+                async for attempt in _retrying():
+                    with attempt:
+                        await self._client.commit(marks)
         except Exception as exc:
             if not self._failing:  # once per run of failures, not per batch
                 log.warning(
-                    "handed-out marks not committed (%s): a redelivery after a crash may "
+                    "handed-out marks not committed (%r): a redelivery after a crash may "
                     "not raise the attempt count",
                     exc,
                 )

@@ -1,5 +1,8 @@
 """The one producer of a transport: acks=all, idempotent where the broker allows it.
 
+It connects first, so its start says why a connect failed: an untrusted certificate, a
+plain client on a TLS port, a refused login, each a ConnectionLost naming the cause.
+
 Every send is awaited until the broker holds the record; failures become PublishError.
 A send the broker does not confirm within ``publish_timeout_ms`` raises PublishError too:
 aiokafka's own request timeout bounds the wait for metadata, for room in a full batch and
@@ -12,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import ssl
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
+    AuthenticationFailedError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
@@ -22,6 +27,8 @@ from aiokafka.errors import (
     RecordListTooLargeError,
     RecordTooLargeError,
     RequestTimedOutError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
 )
 
 from adapters.kafka.config import KafkaConfig
@@ -55,6 +62,29 @@ class _QuietProbe(logging.Filter):
 
 logging.getLogger("aiokafka.producer.sender").addFilter(_QuietProbe())
 
+# Set (to a list) while our producer starts: aiokafka logs why each bootstrap server could
+# not be reached, then raises only "Unable to bootstrap"; the filter below keeps the
+# logged causes, so the ConnectionLost names the real one (an untrusted certificate, a
+# refused login).
+_connecting: contextvars.ContextVar[list[BaseException]] = contextvars.ContextVar(
+    "bus_kafka_connecting"
+)
+PROBE_TIMEOUT = 3.0  # seconds a TLS probe of a server that closed on us may take
+
+
+class _ConnectCauses(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        causes = _connecting.get(None)
+        msg = record.msg
+        if causes is not None and isinstance(msg, str) and msg.startswith("Unable connect to"):
+            args = record.args if isinstance(record.args, tuple) else ()
+            if args and isinstance(args[-1], BaseException):
+                causes.append(args[-1])
+        return True
+
+
+logging.getLogger("aiokafka").addFilter(_ConnectCauses())
+
 
 class Producer:
     def __init__(self, config: KafkaConfig) -> None:
@@ -73,6 +103,7 @@ class Producer:
         )
 
     async def start(self) -> None:
+        """Connect; ConnectionLost naming the cause (and never the password) if that fails."""
         cluster = tuple(self._config.bootstrap_servers)
         if cluster in _REFUSED:
             await self._start_plain()
@@ -80,12 +111,14 @@ class Producer:
         producer = self._new(idempotent=True)
         probing = [True]
         token = _probing.set(probing)
+        causes: list[BaseException] = []
+        causes_token = _connecting.set(causes)
         try:
             await producer.start()
             self.idempotent = True
         except KafkaConnectionError as exc:
             await producer.stop()
-            raise ConnectionLost(f"cannot connect to {self._config.redacted}: {exc}") from None
+            raise await self._cannot_connect(exc, causes) from None
         except KafkaError as exc:
             # The broker refused InitProducerId (tansu does): plain acks=all it is.
             await producer.stop()
@@ -98,19 +131,34 @@ class Producer:
             _REFUSED.add(cluster)
             await self._start_plain()
             return
+        except Exception as exc:  # aiokafka's SCRAM client fails on a refusal (KeyError)
+            await producer.stop()
+            raise await self._cannot_connect(exc, causes) from None
         finally:
             probing[0] = False  # later errors of this producer's tasks are shown
             _probing.reset(token)
+            _connecting.reset(causes_token)
         self._producer = producer
 
     async def _start_plain(self) -> None:
         producer = self._new(idempotent=False)
+        causes: list[BaseException] = []
+        token = _connecting.set(causes)
         try:
             await producer.start()
-        except KafkaError as exc:
+        except Exception as exc:
             await producer.stop()
-            raise ConnectionLost(f"cannot connect to {self._config.redacted}: {exc}") from None
+            raise await self._cannot_connect(exc, causes) from None
+        finally:
+            _connecting.reset(token)
         self._producer = producer
+
+    async def _cannot_connect(
+        self, exc: BaseException, causes: list[BaseException]
+    ) -> ConnectionLost:
+        config = self._config
+        cause = _cause(config, exc, causes) or await _probe(config) or str(exc)
+        return ConnectionLost(f"cannot connect to {config.redacted}: {cause}")
 
     async def stop(self) -> None:
         await self._deadlines.close()
@@ -177,6 +225,62 @@ class Producer:
             f"{self._config.redacted} is reachable and that the topic's partition leaders "
             "answer; the message may still arrive later"
         )
+
+
+def _cause(config: KafkaConfig, exc: BaseException, causes: list[BaseException]) -> str | None:
+    """Why the first connect failed, in words, from what aiokafka raised and logged; None
+    when all it says is that the broker closed the connection."""
+    login = f"user {config.sasl_username!r} with SASL {config.sasl_mechanism}"
+    if config.sasl_mechanism is not None and isinstance(exc, KeyError | ValueError):
+        # aiokafka's SCRAM client reads the server's final message, which carries an
+        # error instead of a signature when the login is refused.
+        return f"authentication failed: the broker refused {login} (check user and password)"
+    for err in reversed(causes):
+        if isinstance(err, ssl.SSLCertVerificationError):
+            why = str(err.verify_message)
+            if "mismatch" in why.lower():  # "Hostname mismatch", "IP address mismatch"
+                fix = "connect by a name it holds (or set ssl_check_hostname=false)"
+            else:
+                fix = "name the CA that signed it in ssl_cafile"
+            return f"TLS: the broker's certificate is not trusted ({why}): {fix}"
+        if isinstance(err, ssl.SSLError):
+            return (
+                f"TLS handshake failed ({err.reason or err}): is this a TLS listener? "
+                "kafka:// is for a plain one"
+            )
+        if isinstance(err, SaslAuthenticationFailed | AuthenticationFailedError):
+            return f"authentication failed: the broker refused {login}: {err}"
+        if isinstance(err, UnsupportedSaslMechanismError):
+            return f"authentication failed: {err}"
+        if isinstance(err, OSError):
+            return f"{err.strerror or err} (is the broker running, and on this port?)"
+    return None
+
+
+async def _probe(config: KafkaConfig) -> str | None:
+    """The broker closed the connection: say whether the first server speaks TLS to a
+    kafka:// client, or name the SASL settings to check."""
+    host, _, port = config.bootstrap_servers[0].rpartition(":")
+    if not config.tls:
+        context = ssl.create_default_context()
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT):
+                _, writer = await asyncio.open_connection(host, int(port), ssl=context)
+            writer.close()
+            return (
+                f"the broker closed the connection: {host}:{port} is a TLS listener, "
+                "use kafka+ssl:// (with ssl_cafile naming its CA)"
+            )
+        except (OSError, TimeoutError):
+            pass
+    if config.sasl_mechanism is not None:
+        return (
+            f"the broker closed the connection while user {config.sasl_username!r} logged "
+            f"in with SASL {config.sasl_mechanism}: check sasl_mechanism (the broker may not "
+            "offer it) and the credentials"
+        )
+    return None
 
 
 def _refused(topic: str, exc: KafkaError) -> PublishError | MessageTooLarge:

@@ -3,11 +3,14 @@
 On revocation the partition's records not yet handed out are dropped, and the rebalance
 waits until its handed-out records are settled (the rest of the group waits too), so no
 two members handle one record at once; then what is settled is committed and the marks
-lowered to what was handed out. The group waits for a member up to its rebalance timeout,
-``max_poll_interval_ms`` (as in Kafka's Java client): past it the member would be dropped
-from the group, so the wait ends a little before, with a warning, and the handlers still
-running then share their records with the next owner. Closing ends the wait at once and
-leaves what is unsettled to the next owner.
+lowered to what was handed out, unless the group dropped this member meanwhile (a
+broker restarted empty forgets every group): then nothing is written, the next owner
+handles again what was not committed, counted as redelivered, and the member makes its
+topics again (``on_dropped``: the broker may have lost them). The group waits for a
+member up to its rebalance timeout, ``max_poll_interval_ms`` (as in Kafka's Java
+client): past it the member would be dropped from the group, so the wait ends a little
+before, with a warning, and the handlers still running then share their records with the
+next owner. Closing ends the wait at once and leaves what is unsettled to the next owner.
 
 Meanwhile the member keeps polling (pauses.py), so aiokafka never drops it for being idle.
 """
@@ -50,6 +53,7 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         claims: Claims,
         position: Callable[[TopicPartition], Awaitable[int]],
         wait_bound: float,
+        on_dropped: Callable[[], None],
     ) -> None:
         self._parts = parts  # the member's assignment, kept here
         self._ahead = ahead
@@ -59,6 +63,7 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._claims = claims
         self._position = position
         self._wait_bound = wait_bound
+        self._on_dropped = on_dropped
         self.closing = False
         self.settled = asyncio.Event()
         """Set by the member when a partition's last handed-out record is settled."""
@@ -73,9 +78,12 @@ class Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             part.owned = False
         self._timers.drop(gone)
         self._ahead.drop(part.tp for part in gone)
+        if gone and not self._commits.in_group():
+            self._on_dropped()
         await self._wait_settled(gone)
-        await self._commits.commit(gone)
-        await self._claims.lower(gone)
+        await self._commits.commit(gone)  # not if dropped from the group (commits.py)
+        if self._commits.in_group():
+            await self._claims.lower(gone)
         self._claims.marks.own(self._parts)
         for part in gone:
             part.live = False

@@ -21,6 +21,10 @@ from bus.errors import ConfigError, ConnectionLost
 
 log = logging.getLogger("bus.kafka")
 
+# What a broker that is down or restarting raises (aiokafka times a request out with the
+# builtin TimeoutError, not a KafkaError).
+_UNREACHABLE = (KafkaError, TimeoutError, OSError)
+
 _UNKNOWN_TOPIC = 3
 _EXISTS = 36
 _INVALID = {17: "invalid topic name", 37: "invalid partition count", 38: "replication factor"}
@@ -32,7 +36,7 @@ def _creating() -> tenacity.AsyncRetrying:
     return tenacity.AsyncRetrying(
         stop=tenacity.stop_after_attempt(5),
         wait=tenacity.wait_exponential(multiplier=0.1, max=2.0) + tenacity.wait_random(0, 0.1),
-        retry=tenacity.retry_if_exception_type(KafkaError),
+        retry=tenacity.retry_if_exception_type(_UNREACHABLE),
         reraise=True,
     )
 
@@ -71,11 +75,18 @@ class Topics:
     def known(self, topic: str) -> bool:
         return topic in self._known
 
-    async def recreate(self, name: str, partitions: int) -> None:
-        """Create ``name`` again though this process made it before: an operator may have
-        deleted it (and a broker that does not create topics on demand then refuses)."""
-        self._known.discard(name)
-        await self.ensure({name: partitions})
+    def forget(self, *names: str) -> None:
+        """Create these again on their next use (a send to one failed: the broker may have
+        lost it, restarted empty)."""
+        self._known.difference_update(names)
+
+    async def recreate(self, topics: dict[str, int]) -> None:
+        """Create each topic again though this process made it before: an operator may
+        have deleted it, or the broker restarted empty (and a broker that does not create
+        topics on demand then refuses; tansu makes one on a first send with a log it never
+        serves, see tests/adapters/kafka/test_kafka_restart.py)."""
+        self.forget(*topics)
+        await self.ensure(topics)
 
     async def ensure(self, topics: dict[str, int]) -> None:
         """Create each topic (name -> partitions) that this process has not seen yet."""
@@ -109,9 +120,9 @@ class Topics:
         new = [NewTopic(name, n, rf) for name, n in wanted.items()]
         try:
             response: Any = await _creating()(self._admin.create_topics, new)
-        except KafkaError as exc:
+        except _UNREACHABLE as exc:
             raise ConnectionLost(
-                f"cannot create topics {sorted(wanted)} on {self._config.redacted}: {exc}"
+                f"cannot create topics {sorted(wanted)} on {self._config.redacted}: {exc!r}"
             ) from None
         for name, code, *rest in response.topic_errors:
             if code in (0, _EXISTS):

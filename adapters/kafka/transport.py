@@ -74,20 +74,43 @@ class KafkaTransport:
         await self._producer.stop()
         await self._topics.close()
 
+    async def _ready(self, topic: str) -> None:
+        """Create ``topic`` unless this process knows it (made it, and no send to it failed
+        since). A broker that does not answer within publish_timeout_ms is a PublishError,
+        as for a send it does not confirm."""
+        if self._topics.known(topic):
+            return
+        try:
+            async with asyncio.timeout(self.config.publish_timeout_ms / 1000):
+                await self._topics.ensure({topic: self.config.partitions})
+        except (ConnectionLost, TimeoutError) as exc:
+            raise PublishError(
+                f"cannot publish to {topic!r}: {exc}"
+                if str(exc)
+                else f"cannot publish to {topic!r}: {self.config.redacted} did not create it "
+                f"within {self.config.publish_timeout_ms} ms (publish_timeout_ms in the URL)"
+            ) from None
+
     async def publish(self, topic: str, message: Message) -> None:
-        if not self._topics.known(topic):
-            await self._topics.ensure({topic: self.config.partitions})
+        await self._ready(topic)
         key, headers = to_record(message)
-        await self._producer.send(topic, message.body, key, headers)
+        try:
+            await self._producer.send(topic, message.body, key, headers)
+        except PublishError:
+            self._topics.forget(topic)  # made again before the next send (topics.py)
+            raise
 
     async def publish_many(self, topic: str, messages: Sequence[Message]) -> None:
-        if not self._topics.known(topic):
-            await self._topics.ensure({topic: self.config.partitions})
+        await self._ready(topic)
         records = []
         for message in messages:
             key, headers = to_record(message)
             records.append((message.body, key, headers))
-        await self._producer.send_many(topic, records)
+        try:
+            await self._producer.send_many(topic, records)
+        except PublishError:
+            self._topics.forget(topic)
+            raise
 
     async def consume(
         self, topic: str, group: str, *, prefetch: int, ephemeral: bool = False
@@ -130,11 +153,17 @@ class KafkaTransport:
                     # Deleted by an operator? Create it again and send once more; a second
                     # failure goes to the core, which gives the record back.
                     log.warning("a copy to %s failed (%s); creating it again", target, exc)
-                    await self._topics.recreate(target, partitions)
+                    await self._topics.recreate({target: partitions})
                     await self._producer.send(target, message.body, key, headers, partition)
 
+        async def recreate() -> None:
+            # Dropped from its group: the broker may have restarted empty.
+            await self._topics.recreate({topic: parts, retry: parts, dlq_topic: 1})
+
         members = self._consumers
-        consumer = KafkaConsumer(self.config, [topic, retry], group, resend, members.discard)
+        consumer = KafkaConsumer(
+            self.config, [topic, retry], group, resend, members.discard, recreate
+        )
         try:
             await consumer.start()
         except Exception as exc:
