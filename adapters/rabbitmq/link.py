@@ -1,5 +1,9 @@
 """The connection: opened loudly once, re-established with backoff whenever it drops.
 
+A URL may name several nodes of a cluster (config.py). The first connect tries them in
+the URL's order and fails only when none answers; a reconnect starts from the node after
+the one that was lost and goes round them, one node per try of the backoff schedule.
+
 Reconnection is composition: the Link only brings the connection back (tenacity's
 schedule) and runs ``on_connect`` (declare the exchange); each ChannelKeeper notices its
 channel died and re-opens it, replaying its own declarations and consumers.
@@ -20,7 +24,7 @@ from aiormq.abc import AbstractChannel as RawChannel
 
 from adapters.rabbitmq.config import RabbitConfig
 from adapters.rabbitmq.errors import connection_lost
-from bus.errors import ConnectionLost
+from bus.errors import ConfigError, ConnectionLost
 
 log = logging.getLogger("bus.rabbitmq")
 
@@ -43,23 +47,68 @@ class Link:
         self._reconnect: asyncio.Task[None] | None = None
         self._opened = False
         self._again = False
+        self._nodes = config.nodes
+        self._at = 0
+        """Index in ``_nodes`` of the node connected to (or last connected to)."""
+        self._next = 0
+        """Index of the node the next reconnect attempt tries."""
 
     @property
     def closing(self) -> bool:
         return self._closing
 
+    @property
+    def node(self) -> str:
+        """``host:port`` of the node this link is connected to (or was last)."""
+        return self._nodes[self._at][0]
+
     async def open(self) -> None:
-        """Connect the first time; ConnectionLost naming the (redacted) URL if we cannot."""
+        """Connect the first time, trying each node of the URL in order: ConfigError or
+        ConnectionLost naming the (redacted) URL if none lets us in."""
+        failures: list[tuple[str, BaseException]] = []
+        for index, (node, _) in enumerate(self._nodes):
+            try:
+                await self._connect(index)
+            except Exception as exc:
+                failures.append((node, exc))
+                if len(self._nodes) > 1:
+                    log.warning(
+                        "cannot connect to RabbitMQ at %s of %s (%s); trying the next node",
+                        node,
+                        self.config.redacted,
+                        exc,
+                    )
+                continue
+            self._opened = True
+            log.info("connected to RabbitMQ at %s (%s)", node, self.config.redacted)
+            return
+        raise self._first_connect_error(failures)
+
+    def _first_connect_error(self, failures: list[tuple[str, BaseException]]) -> Exception:
+        """A refused login or vhost (a ConfigError) when any node said so, else
+        ConnectionLost naming what each node answered."""
+        errors = [connection_lost(exc, self.config.redacted) for _, exc in failures]
+        if len(failures) == 1:
+            return errors[0]
+        for error in errors:
+            if isinstance(error, ConfigError):
+                return error
+        each = "; ".join(f"{node}: {str(exc) or type(exc).__name__}" for node, exc in failures)
+        return ConnectionLost(
+            f"cannot reach any node of RabbitMQ at {self.config.redacted}: {each}"
+        )
+
+    async def _connect(self, index: int) -> None:
+        """Open a connection to node ``index`` and adopt it (``on_connect`` run on it)."""
+        conn = await aio_pika.connect(self._nodes[index][1], timeout=FIRST_CONNECT_TIMEOUT)
         try:
-            conn = await aio_pika.connect(self.config.amqp_url, timeout=FIRST_CONNECT_TIMEOUT)
-        except Exception as exc:
-            raise connection_lost(exc, self.config.redacted) from None
-        try:
-            await self._adopt(conn)
-        except Exception as exc:
-            await conn.close()
-            raise connection_lost(exc, self.config.redacted) from None
-        self._opened = True
+            await self._on_connect(conn)
+            self._at = index
+            self._adopt(conn)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await conn.close()
+            raise
 
     async def ready(self) -> AbstractConnection:
         """The open connection, waiting while it is being re-established."""
@@ -100,8 +149,7 @@ class Link:
             except Exception as exc:  # already gone: nothing left to close
                 log.debug("closing the connection to %s: %s", self.config.redacted, exc)
 
-    async def _adopt(self, conn: AbstractConnection) -> None:
-        await self._on_connect(conn)
+    def _adopt(self, conn: AbstractConnection) -> None:
         conn.close_callbacks.add(self._on_close)
         self._conn = conn
         self._ready.set()
@@ -110,7 +158,12 @@ class Link:
         if self._closing or sender is not self._conn:
             return  # closed by us, or an old connection's late notice
         self._ready.clear()
-        log.warning("lost the connection to %s (%s); reconnecting", self.config.redacted, exc)
+        log.warning(
+            "lost the connection to %s at %s (%s); reconnecting",
+            self.config.redacted,
+            self.node,
+            exc,
+        )
         if self._reconnect is not None and not self._reconnect.done():
             self._again = True  # lost again just as the reconnect finished
             return
@@ -124,6 +177,7 @@ class Link:
         self._again = True
         while self._again and not self._closing:
             self._again = False
+            self._next = (self._at + 1) % len(self._nodes)  # the one after the node lost
             retrying = tenacity.AsyncRetrying(
                 wait=tenacity.wait_exponential(multiplier=0.1, max=5.0)
                 + tenacity.wait_random(0, 0.1),
@@ -135,21 +189,21 @@ class Link:
             )
             async for attempt in retrying:
                 with attempt:
-                    conn = await aio_pika.connect(
-                        self.config.amqp_url, timeout=FIRST_CONNECT_TIMEOUT
-                    )
+                    index = self._next
                     try:
-                        await self._adopt(conn)
+                        await self._connect(index)
                     except BaseException:
-                        await conn.close()
+                        self._next = (index + 1) % len(self._nodes)  # round the nodes
                         raise
-            log.warning("reconnected to %s", self.config.redacted)
+            log.warning("reconnected to %s at %s", self.config.redacted, self.node)
 
     def _log_attempt(self, state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
+        tried = self._nodes[(self._next - 1) % len(self._nodes)][0]
         log.warning(
-            "reconnecting to %s failed (attempt %d: %s); retrying",
+            "reconnecting to %s at %s failed (attempt %d: %s); retrying",
             self.config.redacted,
+            tried,
             state.attempt_number,
             exc,
         )
@@ -227,6 +281,22 @@ class ChannelKeeper:
         raw.on_consumer_cancel_callbacks.add(self._on_cancelled)
         self._channel, self._raw = channel, raw
         self._up.set()
+
+    def renew(self, raw: RawChannel) -> None:
+        """Close ``raw`` if it is still this keeper's channel, so a fresh one is opened
+        (its declarations and consumers replayed). For a channel the broker nacked a
+        publish on: RabbitMQ 3.10 nacks every later publish on a channel whose first
+        publish to a quorum queue came while that queue's leader was down (a node just
+        lost), until the channel is closed."""
+        channel = self._channel
+        if self._closed or self._raw is not raw or channel is None or channel.is_closed:
+            return
+        log.info("%s had a publish refused; opening a new one", self._what)
+        self._raw = None  # nothing more goes on it: current() waits for the new one
+        self._up.clear()
+        task = asyncio.ensure_future(channel.close())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _on_cancelled(self, _frame: object) -> None:
         """The broker cancelled our consumer (its queue was deleted, say): drop the

@@ -4,6 +4,11 @@ Many publishes share one confirm channel and are in flight at once (aiormq pipel
 them: each waits only for its own confirm). A publish whose channel or connection is
 lost before its confirm arrived is sent again once the channel is back: a duplicate is
 allowed by at-least-once delivery, a loss is not.
+
+A nack replaces the channel and the message is sent once more on the new one before
+PublishError: RabbitMQ 3.10 nacks every publish on a channel whose first publish to a
+quorum queue came while that queue's leader was down (a cluster node just lost), for as
+long as that channel lives.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import asyncio
 from typing import Protocol
 
+import aiormq.exceptions as amqp
 import tenacity
 from aiormq.abc import AbstractChannel
 from pamqp.commands import Basic
@@ -19,6 +25,8 @@ from adapters.rabbitmq.errors import is_transient, publish_error
 
 PUBLISH_TIMEOUT = 30.0
 """How long one publish may wait for a lost connection to come back."""
+NACK_CHANNELS = 2
+"""On how many channels a nacked message is tried before PublishError."""
 
 
 class ChannelSource(Protocol):
@@ -30,6 +38,9 @@ class ChannelSource(Protocol):
     async def current(self) -> AbstractChannel:
         """The channel, waiting while it is re-opened."""
         ...
+
+    def renew(self, channel: AbstractChannel) -> None:
+        """Replace ``channel`` (it nacked a publish) with a new one."""
 
 
 async def publish(
@@ -60,8 +71,19 @@ async def publish(
             )
             return
         except Exception as exc:
-            if not is_transient(exc):
+            if not (is_transient(exc) or nacked(exc)):
                 raise publish_error(exc, _where(exchange, routing_key)) from None
+            if nacked(exc):
+                source.renew(raw)
+                return await _publish_patiently(
+                    source,
+                    body,
+                    properties,
+                    exchange=exchange,
+                    routing_key=routing_key,
+                    mandatory=mandatory,
+                    nacks=1,
+                )
     await _publish_patiently(
         source, body, properties, exchange=exchange, routing_key=routing_key, mandatory=mandatory
     )
@@ -75,12 +97,18 @@ async def _publish_patiently(
     exchange: str,
     routing_key: str,
     mandatory: bool,
+    nacks: int = 0,
 ) -> None:
-    """Try until the channel is back and the broker confirms, up to PUBLISH_TIMEOUT."""
+    """Try until the channel is back and the broker confirms, up to PUBLISH_TIMEOUT; a
+    message nacked on ``NACK_CHANNELS`` channels raises PublishError."""
+
+    def again(exc: BaseException) -> bool:
+        return is_transient(exc) or (nacked(exc) and nacks < NACK_CHANNELS)
+
     retrying = tenacity.AsyncRetrying(
         # The channel is being re-opened: try again soon, then less often.
         wait=tenacity.wait_exponential(multiplier=0.05, max=1.0),
-        retry=tenacity.retry_if_exception(is_transient),
+        retry=tenacity.retry_if_exception(again),
         reraise=True,
     )
     try:
@@ -88,15 +116,26 @@ async def _publish_patiently(
             async for attempt in retrying:
                 with attempt:
                     raw = await source.current()
-                    await raw.basic_publish(
-                        body,
-                        exchange=exchange,
-                        routing_key=routing_key,
-                        properties=properties,
-                        mandatory=mandatory,
-                    )
+                    try:
+                        await raw.basic_publish(
+                            body,
+                            exchange=exchange,
+                            routing_key=routing_key,
+                            properties=properties,
+                            mandatory=mandatory,
+                        )
+                    except Exception as exc:
+                        if nacked(exc):
+                            nacks += 1
+                            source.renew(raw)
+                        raise
     except Exception as exc:  # TimeoutError included: the connection stayed down
         raise publish_error(exc, _where(exchange, routing_key)) from None
+
+
+def nacked(exc: BaseException) -> bool:
+    """The broker nacked the publish (not a return of a mandatory one)."""
+    return isinstance(exc, amqp.DeliveryError) and not isinstance(exc, amqp.PublishError)
 
 
 def _where(exchange: str, routing_key: str) -> str:

@@ -112,6 +112,11 @@ class Topology:
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": target,
             }
+            if self.config.queue_type == "quorum":
+                # RabbitMQ's default for a quorum queue drops an expired message whose
+                # dead-lettering fails (a node lost at that moment): a retry would be lost.
+                arguments["x-dead-letter-strategy"] = "at-least-once"
+                arguments["x-overflow"] = "reject-publish"
             await channel.queue_declare(name, durable=True, arguments=arguments)
             self._delays[name] = now
         return name

@@ -14,6 +14,7 @@ import logging
 import uuid
 from collections.abc import AsyncGenerator
 
+import aiormq.exceptions as amqp
 from aio_pika.abc import AbstractConnection
 from aiormq.abc import AbstractChannel
 
@@ -22,10 +23,16 @@ from adapters.rabbitmq.config import parse
 from adapters.rabbitmq.consumer import RabbitConsumer
 from adapters.rabbitmq.convert import properties
 from adapters.rabbitmq.copies import Copier, Route
-from adapters.rabbitmq.errors import broker_error
+from adapters.rabbitmq.errors import broker_error, is_transient, publish_error
 from adapters.rabbitmq.inbox import DIRECT_REPLY_TO, RabbitInbox
 from adapters.rabbitmq.link import CLOSE_TIMEOUT, ChannelKeeper, Link
-from adapters.rabbitmq.publish import ChannelSource, publish
+from adapters.rabbitmq.publish import (
+    NACK_CHANNELS,
+    PUBLISH_TIMEOUT,
+    ChannelSource,
+    nacked,
+    publish,
+)
 from bus.errors import ConnectionLost
 from bus.message import Message
 from bus.transport import Capabilities
@@ -60,6 +67,8 @@ class RabbitTransport:
         self._copier = Copier(self._publisher, self._topology, self.config.user)
         self._consumers: set[RabbitConsumer] = set()
         self._inboxes: dict[str, RabbitInbox] = {}
+        self._unreachable: dict[str, None] = {}
+        """Reply addresses RabbitMQ closed the connection on (oldest first, bounded)."""
 
     def __repr__(self) -> str:
         return f"RabbitTransport({self.config.redacted!r})"
@@ -172,16 +181,46 @@ class RabbitTransport:
         return inbox
 
     async def send(self, address: str, message: Message) -> None:
-        # Never mandatory: RabbitMQ 3.10 was seen to return a mandatory reply to direct
-        # reply-to to its sender as well as deliver it.
-        await publish(
-            self._publisher,
-            message.body,
-            properties(message, persistent=False, user=self.config.user),
-            exchange="",
-            routing_key=address,
-            mandatory=False,
-        )
+        """Publish a reply to a direct reply-to ``address``, confirmed; retried over a
+        lost connection like any publish, but dropped once RabbitMQ has closed the
+        connection on a reply to it: RabbitMQ 3.10 fails the whole connection (541
+        INTERNAL_ERROR) on a reply to a channel whose node is down. The address is dead
+        (its requester lost its node), and each retry would only fail the connection,
+        with every consumer on it, again."""
+        props = properties(message, persistent=False, user=self.config.user)
+        nacks = 0
+        try:
+            async with asyncio.timeout(PUBLISH_TIMEOUT):
+                while address not in self._unreachable:
+                    raw = await self._publisher.current()
+                    try:
+                        # Never mandatory: RabbitMQ 3.10 was seen to return a mandatory
+                        # reply to direct reply-to to its sender as well as deliver it.
+                        await raw.basic_publish(
+                            message.body, exchange="", routing_key=address, properties=props
+                        )
+                        return
+                    except amqp.ConnectionInternalError:
+                        self._unreachable[address] = None
+                        while len(self._unreachable) > 1000:
+                            del self._unreachable[next(iter(self._unreachable))]
+                        log.warning(
+                            "RabbitMQ failed the connection on a reply to %s: its requester's "
+                            "node is down (RabbitMQ 3.10); replies to it are dropped",
+                            address,
+                        )
+                    except Exception as exc:
+                        if nacked(exc):
+                            nacks += 1
+                            self._publisher.renew(raw)
+                            if nacks >= NACK_CHANNELS:
+                                raise
+                        elif not is_transient(exc):
+                            raise
+                        await asyncio.sleep(0.05)  # the channel is being re-opened
+        except Exception as exc:  # TimeoutError included: the connection stayed down
+            raise publish_error(exc, f"reply address {address!r}") from None
+        log.debug("dropped a reply to %s: its requester's node was lost", address)
 
     async def dead_letters(self, topic: str, group: str) -> AsyncGenerator[Message, None]:
         queue = topology.dead_letter_queue(self.config, topic, group)

@@ -1,0 +1,147 @@
+"""A stream of numbered messages through a broker that is disrupted meanwhile, and its
+ledger: what was published (``publish`` returned), what failed (PublishError), what was
+delivered and how often, and how long the bus took to come back after each disruption."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+import msgspec
+
+import bus
+from brokers.rabbitmq_node import RabbitNode
+
+
+class Numbered(msgspec.Struct):
+    n: int
+
+
+@dataclass
+class Outage:
+    """One disruption: when the broker went, when it was back, when the bus was."""
+
+    what: str
+    down_at: float
+    back_at: float = 0.0
+    delivered_at: float = 0.0
+    """The first delivery after ``back_at``: consumers resumed."""
+    published_at: float = 0.0
+    """The first publish returned after ``back_at``."""
+
+    def figures(self) -> str:
+        return (
+            f"{self.what}: broker out {self.back_at - self.down_at:.1f}s, "
+            f"consumers back {self.delivered_at - self.down_at:.1f}s and publishers back "
+            f"{self.published_at - self.down_at:.1f}s after it went"
+        )
+
+
+@dataclass
+class Ledger:
+    total: int
+    published: set[int] = field(default_factory=set)
+    failed: dict[int, str] = field(default_factory=dict)
+    """Messages whose publish raised, and what it raised: not counted as published."""
+    delivered: Counter[int] = field(default_factory=Counter)
+    outages: list[Outage] = field(default_factory=list)
+    waited: int = 0
+    """Publishes that took over a second (through an outage) and returned."""
+    started: float = field(default_factory=time.monotonic)
+    _last_delivery: float = 0.0
+    _last_publish: float = 0.0
+
+    def deliver(self, n: int) -> None:
+        self.delivered[n] += 1
+        self._last_delivery = now = time.monotonic()
+        for outage in self.outages:
+            if outage.back_at and not outage.delivered_at:
+                outage.delivered_at = now
+
+    def publish_returned(self, n: int) -> None:
+        self.published.add(n)
+        self._last_publish = now = time.monotonic()
+        for outage in self.outages:
+            if outage.back_at and not outage.published_at:
+                outage.published_at = now
+
+    def went(self, what: str) -> Outage:
+        outage = Outage(what, time.monotonic())
+        self.outages.append(outage)
+        return outage
+
+    def lost(self) -> list[int]:
+        return sorted(self.published - self.delivered.keys())
+
+    def duplicated(self) -> int:
+        return sum(count - 1 for count in self.delivered.values() if count > 1)
+
+    def all_delivered(self) -> bool:
+        return self.published <= self.delivered.keys()
+
+    def report(self, name: str) -> str:
+        wall = time.monotonic() - self.started
+        lines = [
+            f"[{name}] published {len(self.published)} of {self.total} "
+            f"(PublishError {len(self.failed)}, {self.waited} returned after waiting "
+            f"over 1s), delivered {len(self.delivered)} distinct "
+            f"({sum(self.delivered.values())} deliveries), lost {len(self.lost())}, "
+            f"duplicated {self.duplicated()}, wall {wall:.1f}s",
+            *(f"[{name}]   {outage.figures()}" for outage in self.outages),
+        ]
+        return "\n".join(lines)
+
+
+async def publish_paced(
+    publisher: bus.Bus,
+    topic: str,
+    numbers: range,
+    ledger: Ledger,
+    *,
+    per_second: float,
+    batch: int = 20,
+) -> None:
+    """Publish ``numbers`` at about ``per_second``, ``batch`` in flight at a time; a
+    publish that raises is put in ``ledger.failed`` and not retried."""
+
+    async def one(n: int) -> None:
+        began = time.monotonic()
+        try:
+            await publisher.publish(topic, Numbered(n))
+        except bus.PublishError as exc:
+            ledger.failed[n] = f"{type(exc).__name__}: {exc}"
+            return
+        if time.monotonic() - began > 1.0:
+            ledger.waited += 1
+        ledger.publish_returned(n)
+
+    for start in range(0, len(numbers), batch):
+        began = time.monotonic()
+        async with anyio.create_task_group() as tg:
+            for n in numbers[start : start + batch]:
+                tg.start_soon(one, n)
+        await anyio.sleep(max(0.0, began + batch / per_second - time.monotonic()))
+
+
+async def wait_for(condition: Callable[[], object], timeout: float, what: str) -> None:
+    """Until ``condition()`` holds; fails naming ``what`` after ``timeout`` seconds."""
+    try:
+        with anyio.fail_after(timeout):
+            while not condition():
+                await anyio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"not within {timeout:.0f}s: {what}") from None
+
+
+def queue_depths(node: RabbitNode, prefix: str) -> dict[str, int]:
+    """Ready messages of every queue on ``node`` whose name starts with ``prefix``."""
+    out = node.ctl("list_queues", "-q", "--no-table-headers", "name", "messages")
+    depths = {}
+    for line in out.splitlines():
+        name, _, count = line.rpartition("\t")
+        if name.startswith(prefix):
+            depths[name] = int(count)
+    return depths
