@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import logging
 import shutil
 import tempfile
@@ -46,6 +47,7 @@ class RabbitCluster:
         size: int = 3,
         tag: str | None = None,
         config_lines: Sequence[str] = (),
+        advanced_config: str | None = None,
         owns_root: bool = False,
     ) -> None:
         if size < 1:
@@ -67,6 +69,7 @@ class RabbitCluster:
                 self.root / f"node{n}",
                 home=self.root,
                 config_lines=[*(peers if n > 1 else []), *config_lines],
+                advanced_config=advanced_config,
             )
             for n in range(1, size + 1)
         ]
@@ -156,6 +159,39 @@ class RabbitCluster:
             if time.monotonic() > deadline:
                 raise BrokerError(f"{len(running)} of {count} nodes running: {running}")
             time.sleep(0.5)
+
+    def stranded(self, vhost: str = "/") -> dict[str, int]:
+        """Quorum queues holding messages that are neither ready nor unacked, by name:
+        dead letters that RabbitMQ 3.10.8's at-least-once dead-lettering stranded when
+        they expired while their queue changed leader (rabbitmq-server#7677)."""
+        for node in self.nodes:
+            if not node.running:
+                continue
+            listed = node.ctl(
+                "list_queues", "-q", "--no-table-headers", "-p", vhost,
+                "name", "type", "messages", "messages_ready", "messages_unacknowledged",
+            )  # fmt: skip
+            held: dict[str, int] = {}
+            for line in listed.splitlines():
+                name, kind, total, ready, unacked = line.rsplit("\t", 4)
+                extra = int(total) - int(ready) - int(unacked)
+                if kind == "quorum" and extra > 0:
+                    held[name] = extra
+            return held
+        raise BrokerError("no node of the cluster is running")
+
+    def restart_dead_lettering(self, containing: str = ":delay:") -> list[str]:
+        """The operator's way out of ``stranded``: restart, node by node, the members of
+        every quorum queue whose name holds ``containing``. The leader's restart elects
+        another, whose dead-lettering worker sends what was stranded. Returns the output
+        of each node."""
+        expression = (
+            "[{N, ra:stop_server(quorum_queues, {N, node()}), "
+            "ra:restart_server(quorum_queues, {N, node()})} "
+            "|| {N, _} <- ra_directory:list_registered(quorum_queues), "
+            f"string:find(atom_to_list(N), {json.dumps(containing)}) =/= nomatch]."
+        )
+        return [f"{node}: {node.eval(expression)}" for node in self.nodes if node.running]
 
     def stop(self) -> None:
         """Stop every node gracefully, the last one first."""

@@ -82,7 +82,7 @@ class Checkout:
 
     async def _charge(self, order: c.OrderPlaced, ctx: bus.Context, last: bool) -> None:
         expires_at = time.time() + self.cfg.request_timeout
-        charge = c.Charge(order.order_id, order.card, order.total_cents, expires_at)
+        charge = c.Charge(order.order_id, order.card, order.total_cents, expires_at, last)
         try:
             reply = await self._ask(ctx, c.PAYMENT_CHARGE, charge, c.ChargeResult)
         except (bus.RequestTimeout, bus.RemoteError) as exc:

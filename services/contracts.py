@@ -150,6 +150,10 @@ class Charge(msgspec.Struct, frozen=True):
     total_cents: int
     expires_at: float = 0.0
     """Unix time after which the caller has given up: charge no more (0: never)."""
+    last: bool = False
+    """The caller's last try: decide now (a provider still failing transiently counts as
+    declined, "payment provider unavailable"), so every later charge of the order, a
+    duplicate's included, gets the same answer."""
 
 
 class ChargeResult(msgspec.Struct, frozen=True):

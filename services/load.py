@@ -63,8 +63,9 @@ async def place(client: httpx.AsyncClient, body: dict[str, Any], deadline: float
     if response.status_code != 202:
         out.http_errors.append(response.status_code)
         return out
-    order = response.json()
+    order = response.json()  # final already when a repeated POST found its order settled
     out.order_id, out.status = order["order_id"], order["status"]
+    out.reason, out.compensations = order["reason"], order["compensations"]
     with anyio.move_on_after(deadline):
         while out.status not in c.FINAL_STATES:
             response = await client.get(f"/orders/{out.order_id}", params={"wait": POLL_WAIT})

@@ -6,8 +6,15 @@ fail with ``TransientPaymentError``, which the bus retries; cards in
 still failing transiently on its last attempt counts as declined ("payment provider
 unavailable"), so the order fails cleanly instead of waiting in a dead-letter queue.
 
-Stateless (the provider is keyed by order id, as real ones take an idempotency key), so
-a deployment may run as many payments instances as it likes.
+The provider is idempotent per order id, as real ones are with an idempotency key: the
+first final answer for an order (approved, declined, or given up on a last try) is the
+answer to every later charge of it, and a refund stands too. So a message delivered
+twice (a broker failing over redelivers what was handled but not yet acked) and the two
+chains of retries it starts reach the same outcome, and the stock and the order agree.
+
+A real provider keeps those records itself, so real payments instances would scale
+out freely; this pretend one keeps them in the process, so a duplicate handled by another
+payments instance may still get another answer.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ class Payments:
         self.cfg = cfg
         self.random = random.Random(seed)
         self.counts: Counter[str] = Counter()  # this process's charges, by outcome
+        self.settled: dict[str, c.ChargeResult] = {}  # the provider's answer per order
         self.service = bus.Service(cfg.name("payments"))
         t = cfg.topic
         if cfg.style == "choreography":
@@ -40,26 +48,32 @@ class Payments:
             self.service.respond(t(c.PAYMENT_CHARGE), concurrency=64)(self.on_charge)
             self.service.subscribe(t(c.PAYMENT_REFUND), retry=cfg.retry())(self.on_refund)
 
-    def charge(self, order_id: str, card: str, total_cents: int) -> c.ChargeResult:
-        """Ask the provider; raises TransientPaymentError for an injected fault."""
+    def charge(self, order_id: str, card: str, total_cents: int, *, last: bool) -> c.ChargeResult:
+        """Ask the provider. Raises TransientPaymentError for an injected fault, except on
+        the caller's ``last`` try, where the fault is the answer."""
+        settled = self.settled.get(order_id)
+        if settled is not None:  # the idempotency key: the same answer again
+            self.counts["repeated"] += 1
+            return settled
         if self.random.random() < self.cfg.payment_flaky:
             self.counts["transient"] += 1
-            raise c.TransientPaymentError(f"provider timed out charging order {order_id}")
-        if card in self.cfg.declined_cards:
+            if not last:
+                raise c.TransientPaymentError(f"provider timed out charging order {order_id}")
+            self.counts["gave up"] += 1
+            result = c.ChargeResult(order_id, approved=False, reason=UNAVAILABLE)
+        elif card in self.cfg.declined_cards:
             self.counts["declined"] += 1
-            return c.ChargeResult(order_id, approved=False, reason="card declined")
-        self.counts["approved"] += 1
-        log.info("order %s: charged %d cents", order_id, total_cents)
-        return c.ChargeResult(order_id, approved=True)
+            result = c.ChargeResult(order_id, approved=False, reason="card declined")
+        else:
+            self.counts["approved"] += 1
+            log.info("order %s: charged %d cents", order_id, total_cents)
+            result = c.ChargeResult(order_id, approved=True)
+        self.settled[order_id] = result
+        return result
 
     async def on_reserved(self, event: c.StockReserved, ctx: bus.Context) -> None:
-        try:
-            result = self.charge(event.order_id, event.card, event.total_cents)
-        except c.TransientPaymentError:
-            if ctx.attempt < self.cfg.attempts:
-                raise  # the bus retries it after a backoff
-            self.counts["gave up"] += 1
-            result = c.ChargeResult(event.order_id, approved=False, reason=UNAVAILABLE)
+        last = ctx.attempt >= self.cfg.attempts
+        result = self.charge(event.order_id, event.card, event.total_cents, last=last)
         t = self.cfg.topic
         if result.approved:
             paid = c.PaymentCompleted(event.order_id, event.total_cents)
@@ -74,12 +88,14 @@ class Payments:
             # the queue): charging now would take money for an order that has failed.
             self.counts["expired"] += 1
             raise c.RequestExpired(f"charge for order {req.order_id} came after its deadline")
-        return self.charge(req.order_id, req.card, req.total_cents)
+        return self.charge(req.order_id, req.card, req.total_cents, last=req.last)
 
     async def on_refund(self, req: c.Refund) -> None:
         """A durable command, not a request: a refund waits on the broker for payments to
         come back rather than fail with it."""
         self.counts["refunded"] += 1
+        # No charge of this order goes through after its refund, a duplicate's included.
+        self.settled[req.order_id] = c.ChargeResult(req.order_id, False, "refunded")
         log.info("order %s: refunded %d cents (if it was charged)", req.order_id, req.total_cents)
 
 

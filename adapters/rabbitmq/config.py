@@ -77,6 +77,8 @@ class RabbitConfig(msgspec.Struct, frozen=True, kw_only=True):
     """``host:port`` of every node the URL names, in its order (one for a plain URL)."""
     amqp_urls: tuple[str, ...] = ()
     """One aio-pika URL per node of ``hosts``, in the same order; the first is ``amqp_url``."""
+    tls: bool = False
+    """``amqps://``: every node is spoken to over TLS."""
 
     @property
     def nodes(self) -> tuple[tuple[str, str], ...]:
@@ -128,6 +130,7 @@ def parse(url: str) -> RabbitConfig:
         queue_type=opts.queue_type,
         confirm=opts.confirm,
         max_length=opts.max_length,
+        tls=parts.scheme.lower() == "amqps",
     )
 
 

@@ -43,10 +43,13 @@ class Route(msgspec.Struct, frozen=True, kw_only=True):
 class Copier:
     """Sends copies on the transport's confirmed publishing channel."""
 
-    def __init__(self, publisher: ChannelKeeper, topology: Topology, user: str) -> None:
+    def __init__(
+        self, publisher: ChannelKeeper, topology: Topology, user: str, *, bounded: bool
+    ) -> None:
         self._publisher = publisher
         self._topology = topology
         self._user = user
+        self._bounded = bounded  # the queues have a max_length: a nack means full
 
     async def send(self, route: Route, message: Message, delay: float | None) -> None:
         """Publish ``message``, confirmed: to the dead-letter queue (``delay`` None),
@@ -82,7 +85,13 @@ class Copier:
             # drops it anyway when the delay queue hands the message on.
             props.expiration = None
         await publish(
-            self._publisher, message.body, props, exchange="", routing_key=target, mandatory=True
+            self._publisher,
+            message.body,
+            props,
+            exchange="",
+            routing_key=target,
+            mandatory=True,
+            nack_means_full=self._bounded,
         )
 
     async def _heal(self, route: Route, delay: float | None) -> bool:

@@ -22,6 +22,7 @@ import tenacity
 from aio_pika.abc import AbstractChannel, AbstractConnection
 from aiormq.abc import AbstractChannel as RawChannel
 
+from adapters.rabbitmq import probe
 from adapters.rabbitmq.config import RabbitConfig
 from adapters.rabbitmq.errors import connection_lost
 from bus.errors import ConfigError, ConnectionLost
@@ -82,6 +83,8 @@ class Link:
             self._opened = True
             log.info("connected to RabbitMQ at %s (%s)", node, self.config.redacted)
             return
+        if not self.config.tls:
+            failures = [(node, await _asked_again(node, exc)) for node, exc in failures]
         raise self._first_connect_error(failures)
 
     def _first_connect_error(self, failures: list[tuple[str, BaseException]]) -> Exception:
@@ -335,3 +338,14 @@ class ChannelKeeper:
             return False
         log.warning("re-opening %s failed (%s); retrying", self._what, exc)
         return isinstance(exc, Exception)
+
+
+async def _asked_again(node: str, exc: BaseException) -> BaseException:
+    """``exc``, or a clearer ConnectionLost when ``node`` cut a plain client off because
+    it is a TLS listener."""
+    if probe.cut_off(exc) and await probe.speaks_tls(node):
+        return ConnectionLost(
+            f"{node} closed the connection: it is a TLS listener; use amqps:// "
+            "(with cafile naming its CA, unless the system trusts it)"
+        )
+    return exc

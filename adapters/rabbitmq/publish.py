@@ -5,10 +5,15 @@ them: each waits only for its own confirm). A publish whose channel or connectio
 lost before its confirm arrived is sent again once the channel is back: a duplicate is
 allowed by at-least-once delivery, a loss is not.
 
-A nack replaces the channel and the message is sent once more on the new one before
-PublishError: RabbitMQ 3.10 nacks every publish on a channel whose first publish to a
-quorum queue came while that queue's leader was down (a cluster node just lost), for as
-long as that channel lives.
+A nack replaces the channel and the message is sent again on the new one, with backoff,
+until PUBLISH_TIMEOUT: RabbitMQ nacks publishes to a quorum queue while it has no leader
+(a cluster node just lost, an election under way; seconds), and 3.10 goes on nacking
+every publish on a channel whose first publish came in that window, for as long as that
+channel lives. A nack is the broker saying "not now", so it is waited out like a lost
+connection; the publish raises PublishError only if it lasts the whole timeout.
+
+Except where the queues have a ``max_length``: there a nack most likely means "full",
+which the caller is told at once (after one more channel, in case it was an election).
 """
 
 from __future__ import annotations
@@ -25,8 +30,6 @@ from adapters.rabbitmq.errors import is_transient, publish_error
 
 PUBLISH_TIMEOUT = 30.0
 """How long one publish may wait for a lost connection to come back."""
-NACK_CHANNELS = 2
-"""On how many channels a nacked message is tried before PublishError."""
 
 
 class ChannelSource(Protocol):
@@ -51,6 +54,7 @@ async def publish(
     exchange: str,
     routing_key: str,
     mandatory: bool,
+    nack_means_full: bool = False,
 ) -> None:
     """Publish and wait for the broker's confirm (when the channel has confirms on).
 
@@ -82,10 +86,16 @@ async def publish(
                     exchange=exchange,
                     routing_key=routing_key,
                     mandatory=mandatory,
-                    nacks=1,
+                    nacks_left=1 if nack_means_full else None,
                 )
     await _publish_patiently(
-        source, body, properties, exchange=exchange, routing_key=routing_key, mandatory=mandatory
+        source,
+        body,
+        properties,
+        exchange=exchange,
+        routing_key=routing_key,
+        mandatory=mandatory,
+        nacks_left=2 if nack_means_full else None,
     )
 
 
@@ -97,13 +107,13 @@ async def _publish_patiently(
     exchange: str,
     routing_key: str,
     mandatory: bool,
-    nacks: int = 0,
+    nacks_left: int | None,
 ) -> None:
-    """Try until the channel is back and the broker confirms, up to PUBLISH_TIMEOUT; a
-    message nacked on ``NACK_CHANNELS`` channels raises PublishError."""
+    """Try until the channel is back and the broker confirms, up to PUBLISH_TIMEOUT (and
+    at most ``nacks_left`` more nacks, when that is not None)."""
 
     def again(exc: BaseException) -> bool:
-        return is_transient(exc) or (nacked(exc) and nacks < NACK_CHANNELS)
+        return is_transient(exc) or (nacked(exc) and (nacks_left is None or nacks_left > 0))
 
     retrying = tenacity.AsyncRetrying(
         # The channel is being re-opened: try again soon, then less often.
@@ -126,8 +136,9 @@ async def _publish_patiently(
                         )
                     except Exception as exc:
                         if nacked(exc):
-                            nacks += 1
                             source.renew(raw)
+                            if nacks_left is not None:
+                                nacks_left -= 1
                         raise
     except Exception as exc:  # TimeoutError included: the connection stayed down
         raise publish_error(exc, _where(exchange, routing_key)) from None

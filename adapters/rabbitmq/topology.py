@@ -11,7 +11,9 @@ For exchange ``X``, group ``g`` and topic ``t``:
   dead-lettered by RabbitMQ through the default exchange straight back to ``X:g:t``, so a
   retry reaches that group alone, survives a restart of the consumer and arrives no
   sooner than asked. Delays are rounded UP to a grid (at most 10% later), so a jittered
-  schedule reuses a handful of queues; each one expires once unused.
+  schedule reuses a handful of queues; each one expires once unused (a minute after its
+  TTL; with ``queue_type=quorum`` it is named ``X:g:t:delay:<ms>:kept`` and kept a day,
+  for the reason given at _QUORUM_EXPIRES_MARGIN_MS).
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ _LOG_STEP = math.log(_STEP)
 # declares it again once the last declaration is older than _REDECLARE, so a queue
 # never expires while holding a message.
 _EXPIRES_MARGIN_MS = 60_000
+# A quorum delay queue is kept a day after its last use instead: RabbitMQ 3.10.8's
+# at-least-once dead-lettering can strand messages that expire while the queue changes
+# leader (rabbitmq-server#7677, fixed in later releases); they wait in the queue for an
+# operator (README, "Running on a cluster"), who must find them there, not deleted.
+_QUORUM_EXPIRES_MARGIN_MS = 24 * 3600 * 1000
 _REDECLARE = 10.0
 
 
@@ -103,6 +110,8 @@ class Topology:
         ``again`` (it was found missing)."""
         ms = delay_bucket_ms(delay)
         name = f"{target}:delay:{ms}"
+        if self.config.queue_type == "quorum":
+            name += ":kept"  # other arguments than before 2026-11: another name
         now = time.monotonic()
         if again or now - self._delays.get(name, -math.inf) > _REDECLARE:
             arguments: dict[str, Any] = {
@@ -117,6 +126,7 @@ class Topology:
                 # dead-lettering fails (a node lost at that moment): a retry would be lost.
                 arguments["x-dead-letter-strategy"] = "at-least-once"
                 arguments["x-overflow"] = "reject-publish"
+                arguments["x-expires"] = ms + _QUORUM_EXPIRES_MARGIN_MS
             await channel.queue_declare(name, durable=True, arguments=arguments)
             self._delays[name] = now
         return name

@@ -27,7 +27,6 @@ from adapters.rabbitmq.errors import broker_error, is_transient, publish_error
 from adapters.rabbitmq.inbox import DIRECT_REPLY_TO, RabbitInbox
 from adapters.rabbitmq.link import CLOSE_TIMEOUT, ChannelKeeper, Link
 from adapters.rabbitmq.publish import (
-    NACK_CHANNELS,
     PUBLISH_TIMEOUT,
     ChannelSource,
     nacked,
@@ -64,7 +63,12 @@ class RabbitTransport:
             self._topic_publisher = ChannelKeeper(
                 self._link, _nothing, confirms=False, what="the unconfirmed publishing channel"
             )
-        self._copier = Copier(self._publisher, self._topology, self.config.user)
+        self._copier = Copier(
+            self._publisher,
+            self._topology,
+            self.config.user,
+            bounded=self.config.max_length is not None,
+        )
         self._consumers: set[RabbitConsumer] = set()
         self._inboxes: dict[str, RabbitInbox] = {}
         self._unreachable: dict[str, None] = {}
@@ -112,6 +116,7 @@ class RabbitTransport:
             exchange=self.config.exchange,
             routing_key=topic,
             mandatory=False,
+            nack_means_full=self.config.max_length is not None,
         )
 
     async def consume(
@@ -188,7 +193,6 @@ class RabbitTransport:
         (its requester lost its node), and each retry would only fail the connection,
         with every consumer on it, again."""
         props = properties(message, persistent=False, user=self.config.user)
-        nacks = 0
         try:
             async with asyncio.timeout(PUBLISH_TIMEOUT):
                 while address not in self._unreachable:
@@ -210,11 +214,8 @@ class RabbitTransport:
                             address,
                         )
                     except Exception as exc:
-                        if nacked(exc):
-                            nacks += 1
+                        if nacked(exc):  # waited out like a lost connection
                             self._publisher.renew(raw)
-                            if nacks >= NACK_CHANNELS:
-                                raise
                         elif not is_transient(exc):
                             raise
                         await asyncio.sleep(0.05)  # the channel is being re-opened
@@ -232,6 +233,20 @@ class RabbitTransport:
                     yield message
         except Exception as exc:
             raise broker_error(exc, f"browsing queue {queue!r}") from None
+
+    async def forget(self, topic: str, group: str) -> None:
+        """Delete the group's queue and dead-letter queue, messages and all (bus.testing
+        cleans up after a test with it); its delay queues expire by themselves."""
+        queues = (
+            topology.group_queue(self.config, topic, group),
+            topology.dead_letter_queue(self.config, topic, group),
+        )
+        for queue in queues:
+            try:
+                channel = await self._publisher.current()
+                await channel.queue_delete(queue)  # a missing queue is no error to RabbitMQ
+            except Exception as exc:
+                raise broker_error(exc, f"deleting queue {queue!r}") from None
 
     async def replay(self, topic: str, group: str) -> int:
         dlq = topology.dead_letter_queue(self.config, topic, group)

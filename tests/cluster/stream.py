@@ -4,6 +4,7 @@ delivered and how often, and how long the bus took to come back after each disru
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -13,7 +14,10 @@ import anyio
 import msgspec
 
 import bus
+from brokers.rabbitmq_cluster import RabbitCluster
 from brokers.rabbitmq_node import RabbitNode
+
+log = logging.getLogger("tests.cluster")
 
 
 class Numbered(msgspec.Struct):
@@ -145,3 +149,48 @@ def queue_depths(node: RabbitNode, prefix: str) -> dict[str, int]:
         if name.startswith(prefix):
             depths[name] = int(count)
     return depths
+
+
+async def back_or_recovered(
+    cluster: RabbitCluster, done: Callable[[], bool], what: str, wait: float = 20.0
+) -> dict[str, int]:
+    """Until ``done()`` holds. Retries whose delay ran out while their quorum delay queue
+    changed leader may be stranded by RabbitMQ 3.10.8 (rabbitmq-server#7677): if ``done``
+    does not hold within ``wait`` seconds, the stranded ones are found and the operator's
+    recovery (README, "Running on a cluster") is applied, after which it must hold. Returns
+    what was stranded (empty when nothing needed the recovery)."""
+    with anyio.move_on_after(wait):
+        while not done():
+            await anyio.sleep(0.05)
+    if done():
+        return {}
+    stranded = await anyio.to_thread.run_sync(cluster.stranded)
+    assert stranded, f"not within {wait:.0f}s, and nothing stranded by the broker: {what}"
+    log.warning("stranded by RabbitMQ: %s; restarting their queues' members", stranded)
+    await anyio.to_thread.run_sync(cluster.restart_dead_lettering)
+    await wait_for(done, 30, f"{what}, after the recovery")
+    return stranded
+
+
+async def recover_stranded(
+    cluster: RabbitCluster, recovered: dict[str, int], stop: anyio.Event, every: float = 5.0
+) -> None:
+    """What README asks of an operator of RabbitMQ 3.10.8, until ``stop``: every ``every``
+    seconds, look for retries stranded in quorum delay queues, and when the same queues
+    hold some twice in a row (not a dead letter on its way), restart their members.
+    What was recovered is added to ``recovered``."""
+    seen: dict[str, int] = {}
+    while not stop.is_set():
+        with anyio.move_on_after(every):
+            await stop.wait()
+        if stop.is_set():
+            return
+        found = await anyio.to_thread.run_sync(cluster.stranded)
+        now = {queue: n for queue, n in found.items() if ":delay:" in queue}
+        still = {queue: n for queue, n in now.items() if queue in seen}
+        if still:
+            log.warning("stranded by RabbitMQ: %s; restarting their queues' members", still)
+            recovered.update(still)
+            await anyio.to_thread.run_sync(cluster.restart_dead_lettering)
+            now = {}
+        seen = now

@@ -18,7 +18,7 @@ import pytest
 import bus
 from brokers.rabbitmq_cluster import RabbitCluster
 from brokers.rabbitmq_node import url_of
-from tests.cluster.stream import Ledger, Numbered, publish_paced, wait_for
+from tests.cluster.stream import Ledger, Numbered, back_or_recovered, publish_paced, wait_for
 from tests.conformance.helpers import letters_of, unique
 
 TOTAL = 10_000
@@ -76,7 +76,9 @@ async def test_killing_the_node_the_bus_is_on_loses_nothing(
         return Numbered(item.n * 2)
 
     def all_retried(kind: str, count: int) -> bool:
-        return len([a for a in attempts[kind].values() if 2 in a]) == count
+        """``count`` messages handled again after failing once: at attempt 2, or later when
+        a failover returned the retry unhandled (RabbitMQ counts that as a delivery)."""
+        return len([a for a in attempts[kind].values() if max(a) >= 2]) == count
 
     async with (
         bus.Bus(url, services=[service]),
@@ -130,8 +132,13 @@ async def test_killing_the_node_the_bus_is_on_loses_nothing(
             await wait_for(lambda: all_retried("fast", PARKED), 60, "fast retries after kill")
         await wait_for(ledger.all_delivered, 90, "every published message delivered")
 
-        # Not asserted yet: retries waiting in a quorum delay queue when its node is killed
-        # were not seen back within 60 s on RabbitMQ 3.10 (issue 12 stays open for it).
+        # Retries parked before the kill come back, unless RabbitMQ 3.10.8 stranded them
+        # (their delay ran out during the election): then after the operator's recovery.
+        stranded = await back_or_recovered(
+            rabbit_cluster,
+            lambda: all_retried("slow", PARKED),
+            f"slow retries after the kill (attempts seen: {attempts['slow']})",
+        )
         letters = await letters_of(first, topics["dead"], group, 2 * PARKED)
         assert {d.message_id for d in parked} <= {d.message_id for d in letters}
         assert len(letters) == 2 * PARKED
@@ -156,7 +163,8 @@ async def test_killing_the_node_the_bus_is_on_loses_nothing(
     print("\n" + ledger.report("cluster, bus's node killed"))
     print(
         f"[cluster, bus's node killed]   request-reply back {request_back:.1f}s after the kill "
-        f"(failed first: {failures}); node restarted and rejoined in {rejoined:.1f}s"
+        f"(failed first: {failures}); node restarted and rejoined in {rejoined:.1f}s; "
+        f"retries stranded by the broker and recovered: {stranded or 'none'}"
     )
     assert published_at_kill < TOTAL, "the kill came mid-stream"
     assert len(ledger.published) + len(ledger.failed) == TOTAL

@@ -68,7 +68,7 @@ def test_the_longest_names_fit_the_brokers_limits() -> None:
     assert len(topics.retry_topic(topic, group)) <= 249
     assert len(topics.dead_letter_topic(topic, group)) <= 249
     config = rabbit_config("amqp://h/?exchange=" + "e" * 40)
-    delay = topology.group_queue(config, topic, group) + ":delay:" + "9" * 10  # TTL < 2**32 ms
+    delay = topology.group_queue(config, topic, group) + ":delay:" + "9" * 10 + ":kept"
     for name in (delay, topology.dead_letter_queue(config, topic, group)):
         assert len(name.encode()) <= 255
 

@@ -121,22 +121,10 @@ async def test_an_untrusted_certificate_fails_at_once(
     assert "CERTIFICATE_VERIFY_FAILED" in text, text
 
 
-async def test_a_plain_connection_to_the_tls_port_fails_at_once(
-    tls_node: TlsNode, caplog: pytest.LogCaptureFixture
-) -> None:
-    url = tls_node.node.url(USER, PASSWORD, port=tls_node.port, exchange="tls-test")
-    text = await refused(url, caplog)
-    assert "connection reset" in text.lower(), text
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="the RabbitMQ adapter reports a reset connection, not that the port is a TLS "
-    "listener (Kafka's does: adapters/kafka/producer.py probes it); remove this mark once "
-    "adapters/rabbitmq says so",
-)
 async def test_a_plain_connection_to_the_tls_port_is_told_to_use_amqps(
     tls_node: TlsNode, caplog: pytest.LogCaptureFixture
 ) -> None:
     url = tls_node.node.url(USER, PASSWORD, port=tls_node.port, exchange="tls-test")
-    assert "amqps://" in await refused(url, caplog)
+    text = await refused(url, caplog)
+    assert f"127.0.0.1:{tls_node.port} closed the connection" in text, text
+    assert "TLS listener" in text and "amqps://" in text, text
