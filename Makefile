@@ -26,6 +26,7 @@ brokers:
 	@tools/ensure-rabbitmq.sh
 
 test: $(STAMP) lint brokers
+	@tools/ensure-postgres.sh
 	$(PY) -m pytest
 
 BENCH_STAMP := $(VENV)/.bench-stamp
@@ -34,8 +35,10 @@ $(BENCH_STAMP): $(STAMP)
 	$(PY) -m pip install --quiet -e '.[dev,bench]'
 	@touch $(BENCH_STAMP)
 
+# The one harness, FastStream beside it; e.g. make bench BENCH_ARGS="--adapters kafka --scenarios consume"
+BENCH_ARGS ?=
 bench: $(BENCH_STAMP) brokers
-	$(PY) -m benchmarks
+	$(PY) -m benchmarks --peers $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -26,6 +26,7 @@ from bus.errors import (
 )
 from bus.retry import Retry
 from bus.service import Service
+from bus.transaction import Transaction
 
 __all__ = [
     "Bus",
@@ -42,4 +43,5 @@ __all__ = [
     "RequestTimeout",
     "Retry",
     "Service",
+    "Transaction",
 ]

@@ -7,12 +7,13 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
 
 from bus import codec, names, presence
+from bus.clock import REAL, Clock
 from bus.dead_letter import DeadLetter
 from bus.dispatch import Runner
 from bus.errors import BusError, ConfigError, MessageTooLarge
@@ -25,6 +26,11 @@ from bus.service import Service, Subscription
 from bus.telemetry import Telemetry
 from bus.transport import Transport
 from bus.url import redact, resolve, scheme
+
+if TYPE_CHECKING:
+    from bus.relay import Relay
+    from bus.store import Store
+    from bus.transaction import Transaction
 
 log = logging.getLogger("bus")
 T = TypeVar("T")
@@ -50,6 +56,23 @@ def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def _store_for(url: str | None, services: list[Service]) -> Store | None:
+    """The store named by ``url`` (unopened), or None; idempotent handlers need one."""
+    if url is None:
+        for service in services:
+            for sub in service.subscriptions:
+                if sub.idempotent:
+                    raise ConfigError(
+                        f"{sub.name} on {sub.topic!r} is subscribed with idempotent=True, "
+                        "which needs a store: pass Bus(..., store='postgresql://...' or "
+                        "'sqlite:///file.db')"
+                    )
+        return None
+    from bus.store import open_store
+
+    return open_store(url)
+
+
 class Bus:
     """A connection to the broker at ``url`` (default ``$BUS_URL``, else ``memory://``),
     running the handlers of ``services`` while open.
@@ -62,6 +85,15 @@ class Bus:
     ``settle_timeout`` bounds how long settling one message (a retry or dead-letter copy
     the broker must confirm, an ack) may take before the message is given back to its
     group instead, so a broker that cannot take a copy never holds a consumer's capacity.
+
+    ``store`` (``postgresql://...``, ``sqlite:///file.db``, ``sqlite://``) names the
+    database of the outbox and inbox: ``transaction()`` publishes in a database
+    transaction, ``subscribe(..., idempotent=True)`` handles each message once in effect,
+    and a relay sends committed outbox messages while the bus is open (bus.relay).
+
+    ``clock`` is what request timeouts and deadlines, presence, and the embedded broker's
+    retry delays run on (``bus.clock``): real time unless a test passes a virtual one
+    (``bus.testing``), which only ``memory://`` accepts.
     """
 
     def __init__(
@@ -74,6 +106,8 @@ class Bus:
         content_type: str = JSON,
         presence_interval: float | Literal["env"] | None = "env",
         settle_timeout: float = 60.0,
+        store: str | None = None,
+        clock: Clock = REAL,
     ) -> None:
         self.url = resolve(url)
         if content_type not in (JSON, MSGPACK):
@@ -95,8 +129,21 @@ class Bus:
         )
         self._announcer: presence.Announcer | None = None
         self._transport: Transport = open_transport(self.url)
+        self._store = _store_for(store, self.services)
+        self._relay: Relay | None = None
+        self.clock = clock
+        use_clock = getattr(self._transport, "use_clock", None)  # optional adapter hook
+        if use_clock is not None:
+            use_clock(clock)
+        elif clock.virtual:
+            raise ConfigError(
+                f"the {scheme(self.url)}:// adapter runs on real time only: a virtual clock "
+                "needs memory:// (bus.testing.TestBus picks the real clock by itself)"
+            )
         self._telemetry = Telemetry(scheme(self.url))
-        self._requests = Requests(self._transport, content_type, max_message_size=max_message_size)
+        self._requests = Requests(
+            self._transport, content_type, max_message_size=max_message_size, clock=clock
+        )
         self._runners: list[Runner] = []
         self._tg: TaskGroup | None = None
         self._host: asyncio.Task[None] | None = None
@@ -144,6 +191,8 @@ class Bus:
         await ready.wait()
         self._started = True
         try:
+            if self._store is not None:
+                await self._start_store(self._store)
             for service in self.services:
                 for sub in service.subscriptions:
                     consumer = await self._transport.consume(
@@ -155,7 +204,7 @@ class Bus:
                     self._tg.start_soon(runner.run)
             if self.services and self.presence_interval:
                 self._announcer = presence.Announcer(
-                    self.publish, self.services, self.presence_interval
+                    self.publish, self.services, self.presence_interval, self.clock
                 )
                 assert self._tg is not None
                 self._tg.start_soon(self._announcer.run)
@@ -165,7 +214,11 @@ class Bus:
         log.info("bus started on %s with %d handler(s)", redact(self.url), len(self._runners))
 
     def _handling(self, sub: Subscription) -> Handle:
-        handle: Handle = Handling(sub, self, self._requests, self.settle_timeout)
+        if sub.idempotent and self._store is not None:
+            from bus.inbox import idempotent
+
+            sub = idempotent(sub, self, self._store)
+        handle: Handle = Handling(sub, self, self._requests, self.settle_timeout, self.clock)
         if self._telemetry.tracing or self._telemetry.metering:
             handle = observed(handle, sub, self._telemetry)
         return handle
@@ -216,12 +269,46 @@ class Bus:
                 await runner.consumer.close()
             self._runners.clear()
             self._started = False
+            await self._stop_store(deadline)
             await self._requests.close()
             await self._transport.close()
             self._stop_host.set()
             if self._host is not None:
                 await self._host
             self._closing = False
+
+    # -- the store: outbox and inbox ---------------------------------------------------
+
+    def transaction(self, connection: object | None = None) -> Transaction:
+        """A database transaction on the bus's store: ``async with b.transaction() as
+        tx``, then ``tx.connection`` for your SQL and ``tx.publish`` for messages sent if,
+        and once, it commits. ``connection``: enlist in your own asyncpg connection (or
+        SQLAlchemy AsyncConnection/AsyncSession) already in a transaction; you commit."""
+        self._require_started()
+        if self._store is None:
+            raise ConfigError(
+                "this Bus has no store: pass Bus(..., store='postgresql://host/db') "
+                "or store='sqlite:///file.db' to publish in a transaction"
+            )
+        from bus.transaction import Transaction
+
+        return Transaction(self, self._store, connection)
+
+    async def _start_store(self, store: Store) -> None:
+        from bus.relay import Relay
+
+        await store.open()
+        self._relay = Relay(store, self._transport, self._telemetry, self.max_message_size)
+        assert self._tg is not None
+        self._tg.start_soon(self._relay.run)
+
+    async def _stop_store(self, deadline: float) -> None:
+        """Let the relay send what is committed (up to ``deadline``), then close the store."""
+        if self._relay is not None:
+            await self._relay.stop(deadline)
+            self._relay = None
+        if self._store is not None:
+            await self._store.close()
 
     def _require_started(self) -> None:
         if not self._started:

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
+from bus.errors import BusError
 from bus.message import CAUSATION_ID, Message
+
+if TYPE_CHECKING:
+    from bus.transaction import Transaction
 
 T = TypeVar("T")
 
@@ -45,7 +49,8 @@ class Speaker(Protocol):
 class Context:
     """Facts about the message being handled. Built once per delivery, cheaply."""
 
-    __slots__ = ("_headers", "_speaker", "attempt", "group", "message", "topic")
+    __slots__ = ("_headers", "_speaker", "_transaction", "attempt", "group", "message", "topic")
+    _transaction: Transaction  # set only for idempotent handlers (bus.inbox): no cost else
 
     def __init__(
         self,
@@ -82,6 +87,19 @@ class Context:
         if self._headers is None:
             self._headers = MappingProxyType(self.message.headers)
         return self._headers
+
+    @property
+    def transaction(self) -> Transaction:
+        """The store transaction this handler runs in, with its inbox row: write with
+        ``ctx.transaction.connection``, publish with ``ctx.transaction.publish`` (sent if,
+        and once, it commits). Only in handlers subscribed with ``idempotent=True``."""
+        try:
+            return self._transaction
+        except AttributeError:
+            raise BusError(
+                "ctx.transaction exists only in handlers subscribed with idempotent=True "
+                "on a Bus with a store (Bus(..., store=URL))"
+            ) from None
 
     def _carried(self, headers: Mapping[str, str] | None) -> dict[str, str]:
         out = dict(headers) if headers else {}

@@ -17,6 +17,7 @@ from typing import Literal
 import anyio
 
 from bus import codec, logs
+from bus.clock import REAL, Clock
 from bus.context import Context, Speaker
 from bus.dead_letter import type_name
 from bus.errors import DecodeError
@@ -70,14 +71,15 @@ def attempt_of(headers: Mapping[str, str], redeliveries: int) -> int:
     return attempt + max(redeliveries, 0)
 
 
-def expired(headers: Mapping[str, str]) -> bool:
+def expired(headers: Mapping[str, str], now: Callable[[], float] = time.time) -> bool:
     """A request whose caller stopped waiting: answering it would only repeat its side
-    effects for nobody. An unreadable deadline counts as none."""
+    effects for nobody. An unreadable deadline counts as none. ``now`` is the bus's
+    clock's UNIX time."""
     deadline = headers.get(DEADLINE)
     if deadline is None:
         return False
     try:
-        return time.time() > float(deadline)
+        return now() > float(deadline)
     except ValueError:
         return False
 
@@ -91,8 +93,10 @@ class Handling:
         speaker: Speaker,
         replies: Requests,
         settle_timeout: float,
+        clock: Clock = REAL,
     ) -> None:
         self._sub = sub
+        self._now = clock.time
         self._speaker = speaker
         self._replies = replies
         self._settle_timeout = settle_timeout
@@ -104,7 +108,7 @@ class Handling:
         message = delivery.message
         logs.current.set((message.id, message.correlation_id, sub.topic, sub.group))
         attempt = attempt_of(message.headers, delivery.redeliveries)
-        if sub.reply and expired(message.headers):
+        if sub.reply and expired(message.headers, self._now):
             log.info(
                 "skipped request %s on %s: its caller stopped waiting",
                 message.id, sub.topic, extra={"message_id": message.id, "topic": sub.topic},

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 import msgspec
 
+from bus.clock import REAL, Clock
 from bus.dead_letter import now_rfc3339
 from bus.errors import ConfigError
 
@@ -87,8 +88,11 @@ def describe_handlers(service: Service) -> list[str]:
 class Announcer:
     """Announces the services of one bus every ``interval`` seconds."""
 
-    def __init__(self, publish: Publish, services: list[Service], interval: float) -> None:
+    def __init__(
+        self, publish: Publish, services: list[Service], interval: float, clock: Clock = REAL
+    ) -> None:
         self._publish = publish
+        self._sleep = clock.sleep
         self._interval = interval
         self._scope = anyio.CancelScope()
         started = now_rfc3339()
@@ -120,7 +124,7 @@ class Announcer:
                     await self._announce("running")
                 except Exception as exc:  # presence must never take a service down
                     log.warning("could not announce presence: %s", exc)
-                await anyio.sleep(self._interval)
+                await self._sleep(self._interval)
 
     async def stopped(self) -> None:
         # Stop the loop first, even if it has not run yet: a bus closed at once must

@@ -36,6 +36,8 @@ class Subscription:
     retry: Retry
     concurrency: int
     reply: bool
+    idempotent: bool = False
+    """Run through the inbox (bus.inbox): at most once in effect per message id."""
 
     @property
     def name(self) -> str:
@@ -84,12 +86,22 @@ class Service:
         group: str | None = None,
         retry: Retry | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
+        idempotent: bool = False,
     ) -> Callable[[H], H]:
         """Call the decorated handler for every message on ``topic`` that reaches this
         service's group (or ``group``). Failures are retried by ``retry`` (default
-        ``bus.Retry()``), then dead-lettered."""
+        ``bus.Retry()``), then dead-lettered.
+
+        ``idempotent=True`` (needs a Bus with ``store=``): the handler runs inside one
+        store transaction (``ctx.transaction``) that also records the message id for
+        this group; a message already recorded is acked without running the handler."""
         return self._register(
-            topic, self.name if group is None else group, retry or Retry(), concurrency, False
+            topic,
+            self.name if group is None else group,
+            retry or Retry(),
+            concurrency,
+            False,
+            idempotent=idempotent,
         )
 
     def respond(self, topic: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> Callable[[H], H]:
@@ -98,7 +110,14 @@ class Service:
         return self._register(topic, self.name, NO_RETRY, concurrency, True)
 
     def _register(
-        self, topic: str, group: str, retry: Retry, concurrency: int, reply: bool
+        self,
+        topic: str,
+        group: str,
+        retry: Retry,
+        concurrency: int,
+        reply: bool,
+        *,
+        idempotent: bool = False,
     ) -> Callable[[H], H]:
         names.check_topic(topic)
         names.check_group(group)
@@ -111,7 +130,15 @@ class Service:
             payload_type, wants_context = _inspect(handler)
             self.subscriptions.append(
                 Subscription(
-                    topic, group, handler, payload_type, wants_context, retry, concurrency, reply
+                    topic,
+                    group,
+                    handler,
+                    payload_type,
+                    wants_context,
+                    retry,
+                    concurrency,
+                    reply,
+                    bool(idempotent),
                 )
             )
             return handler

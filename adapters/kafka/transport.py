@@ -220,6 +220,13 @@ class KafkaTransport:
             async for record in records:
                 yield from_record(record)[0]
 
+    async def forget(self, topic: str, group: str) -> None:
+        """Delete the group's retry and dead-letter topics (bus.testing cleans up after a
+        test with it), best effort. The topic itself is shared and stays; so do the
+        group's committed offsets, which the broker expires by itself."""
+        for name in (topics.retry_topic(topic, group), topics.dead_letter_topic(topic, group)):
+            await self._topics.delete(name)
+
     async def replay(self, topic: str, group: str) -> int:
         """Copy every unreplayed dead letter to the group's retry topic, due now."""
         name = topics.dead_letter_topic(topic, group)

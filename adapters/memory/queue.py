@@ -3,18 +3,21 @@
 Order per key holds at any handler concurrency: while a message of key K is ready or
 being handled, later messages of K wait behind it (as SQS FIFO message groups do), and
 one that returns to the queue goes back to the front.
+
+Delayed messages (retries) fall due on the broker's clock (``bus.clock``): real time,
+or a test's virtual clock, on which a retry is never due before its delay has passed.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-import time
 from collections import deque
 from contextlib import nullcontext
 
 import anyio
 
+from bus.clock import REAL, Clock
 from bus.errors import PublishError
 from bus.message import Message
 
@@ -28,7 +31,9 @@ class Entry:
 
 
 class GroupQueue:
-    def __init__(self, topic: str, group: str, max_len: int, overflow: str) -> None:
+    def __init__(
+        self, topic: str, group: str, max_len: int, overflow: str, clock: Clock = REAL
+    ) -> None:
         self.topic = topic
         self.group = group
         self.max_len = max_len
@@ -42,6 +47,8 @@ class GroupQueue:
         self._seq = itertools.count()
         self._waiters: deque[anyio.Event] = deque()
         self._room_waiters: deque[anyio.Event] = deque()
+        self._now = clock.monotonic
+        self._move_on_after = clock.move_on_after
 
     # -- putting in -------------------------------------------------------------------
 
@@ -81,7 +88,7 @@ class GroupQueue:
             self._wake()
 
     def put_later(self, entry: Entry, delay: float) -> None:
-        heapq.heappush(self.delayed, (time.monotonic() + delay, next(self._seq), entry))
+        heapq.heappush(self.delayed, (self._now() + delay, next(self._seq), entry))
         self._wake()  # a waiter recomputes how long to sleep
 
     def release(self, key: str | None) -> None:
@@ -100,7 +107,7 @@ class GroupQueue:
     # -- taking out -------------------------------------------------------------------
 
     def _promote_due(self) -> None:
-        now = time.monotonic()
+        now = self._now()
         while self.delayed and self.delayed[0][0] <= now:
             self.put(heapq.heappop(self.delayed)[2])
 
@@ -127,9 +134,9 @@ class GroupQueue:
             event = anyio.Event()
             self._waiters.append(event)
             waiting.add(event)
-            timeout = self.delayed[0][0] - time.monotonic() if self.delayed else None
+            timeout = self.delayed[0][0] - self._now() if self.delayed else None
             try:
-                with anyio.move_on_after(timeout) if timeout is not None else nullcontext():
+                with self._move_on_after(timeout) if timeout is not None else nullcontext():
                     await event.wait()
             except BaseException:
                 # Leaving (cancelled, closing): a wake-up this waiter took, or the duty to
@@ -141,6 +148,11 @@ class GroupQueue:
                 waiting.discard(event)
                 if not event.is_set():
                     event.set()  # so _wake skips it
+
+    def wake_if_due(self) -> None:
+        """Wake a consumer if a delayed message is due (after a clock moved)."""
+        if self.delayed and self.delayed[0][0] <= self._now():
+            self._wake()
 
     def _wake(self) -> None:
         waiters = self._waiters

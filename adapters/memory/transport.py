@@ -1,4 +1,6 @@
-"""The Transport of the embedded broker: consumers, deliveries and inboxes over Broker."""
+"""The Transport of the embedded broker: consumers, deliveries and inboxes over Broker,
+and the test kit's hooks (``bus.testing.probe``): what the broker holds, losing a
+delivery on purpose, forgetting a group."""
 
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from adapters.memory.broker import Broker
 from adapters.memory.config import MemoryConfig
 from adapters.memory.queue import Entry, GroupQueue
+from bus.clock import REAL, Clock
 from bus.errors import PublishError
 from bus.message import Message
+from bus.testing.probe import Pending
 from bus.transport import Capabilities
 
 CAPABILITIES = Capabilities(
@@ -137,6 +141,10 @@ class MemoryInbox:
         self._broker.inboxes.pop(self.address, None)
         self._send.close()
 
+    def backlog(self) -> int:
+        """Replies delivered here and not yet read."""
+        return self._receive.statistics().current_buffer_used
+
 
 class MemoryTransport:
     """``memory://[name]``: an embedded broker with the semantics of a real one."""
@@ -148,6 +156,7 @@ class MemoryTransport:
         self._broker: Broker | None = None
         self._consumers: list[MemoryConsumer] = []
         self._inboxes: list[MemoryInbox] = []
+        self._clock: Clock = REAL
 
     def __repr__(self) -> str:
         return f"MemoryTransport({self.config.name!r})"
@@ -159,8 +168,12 @@ class MemoryTransport:
             )
         return self._broker
 
+    def use_clock(self, clock: Clock) -> None:
+        """Keep time on ``clock`` (the Bus's): retries fall due on it."""
+        self._clock = clock
+
     async def connect(self) -> None:
-        self._broker = Broker.named(self.config)
+        self._broker = Broker.named(self.config, self._clock)
 
     async def close(self) -> None:
         for consumer in self._consumers:
@@ -210,3 +223,56 @@ class MemoryTransport:
         for message in letters:
             queue.put(Entry(message))
         return len(letters)
+
+    # -- the test kit's hooks (bus.testing.probe) -------------------------------------------
+
+    def pending(self) -> list[Pending]:
+        broker = self._connected()
+        found: list[Pending] = []
+        for topic, groups in broker.topics.items():
+            for group, queue in groups.items():
+                waiting = [*queue.ready, *(e for d in queue.blocked.values() for e in d)]
+                for entry in waiting:
+                    found.append(
+                        Pending(topic, group, "ready", entry.message, None, entry.redeliveries)
+                    )
+                for due, _, entry in sorted(queue.delayed, key=lambda d: (d[0], d[1])):
+                    found.append(Pending(topic, group, "delayed", entry.message, due))
+        for consumer in self._consumers:
+            queue = consumer._queue
+            for entry in consumer._held.values():
+                found.append(
+                    Pending(queue.topic, queue.group, "held", entry.message, None,
+                            entry.redeliveries)
+                )  # fmt: skip
+        for inbox in self._inboxes:
+            for _ in range(inbox.backlog()):
+                found.append(Pending(inbox.address, "", "reply", _NO_MESSAGE))
+        return found
+
+    def wake_due(self) -> None:
+        """Wake consumers of every queue with a retry now due (after a clock moved)."""
+        for groups in self._connected().topics.values():
+            for queue in groups.values():
+                queue.wake_if_due()
+
+    def lose(self, topic: str, group: str, message_id: str) -> bool:
+        for consumer in self._consumers:
+            queue = consumer._queue
+            if queue.topic != topic or queue.group != group:
+                continue
+            for key, entry in consumer._held.items():
+                if entry.message.id == message_id:
+                    del consumer._held[key]
+                    entry.redeliveries += 1  # as close() counts a consumer's death
+                    queue.put_back([entry])
+                    return True
+        return False
+
+    async def forget(self, topic: str, group: str) -> None:
+        broker = self._connected()
+        broker.unbind(topic, group)
+        broker.drop_if_unused()
+
+
+_NO_MESSAGE = Message(id="", body=b"")

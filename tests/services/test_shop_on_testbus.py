@@ -1,0 +1,79 @@
+"""The whole shop's order flow on the test kit: retries, a timed-out charge and the
+compensations they lead to, in both styles. On the virtual clock (backoffs of seconds,
+request timeouts of five) it takes well under a second of wall time; the same test runs
+on RabbitMQ in real time (with short backoffs and timeouts)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from bus.testing import TestBus
+from services import contracts as c
+from services.config import DECLINED_CARD, GOOD_CARD, STYLES
+from services.shop import Shop
+from tests.services.conftest import shop_config
+
+STOCK = {"widget": 100, "scarce": 1}
+
+
+def new_order(order_id: str, card: str, sku: str = "widget", quantity: int = 2) -> c.CreateOrder:
+    return c.CreateOrder(order_id, f"{order_id}@example.com", card, [c.Line(sku, quantity)])
+
+
+@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("broker", ["virtual", "rabbitmq"])
+async def test_orders_end_confirmed_or_compensated_through_retries_and_timeouts(
+    broker: str, style: str, request: pytest.FixtureRequest
+) -> None:
+    url = None if broker == "virtual" else request.getfixturevalue("rabbitmq_url")
+    virtual = url is None
+    cfg = shop_config(
+        url,
+        style=style,
+        stock=STOCK,
+        attempts=4,
+        backoff=2.0 if virtual else 0.02,  # seconds the virtual clock skips for free
+        request_timeout=5.0 if virtual else 1.0,
+    )
+    shop = Shop(cfg)
+    t_ = cfg.topic
+    started = time.perf_counter()
+    async with TestBus(services=shop.services, url=url) as t:
+        if style == "choreography":
+            t.fail(t_(c.STOCK_RESERVED), times=2)  # payments fails twice, then charges
+        else:
+            t.time_out_requests(t_(c.PAYMENT_CHARGE))  # the saga's first charge gets no answer
+        for order in (
+            new_order("o-good", GOOD_CARD),
+            new_order("o-declined", DECLINED_CARD),
+            new_order("o-scarce-1", GOOD_CARD, "scarce", 1),
+            new_order("o-scarce-2", GOOD_CARD, "scarce", 1),
+        ):
+            created = await t.request(t_(c.ORDER_CREATE), order, response=c.Order, timeout=5.0)
+            assert created.status == c.PENDING
+            await t.settle()  # one order at a time: which one meets the fault is fixed
+        wall = time.perf_counter() - started
+
+        orders = {k: (o.status, o.reason, o.compensations) for k, o in shop.orders.store.items()}
+        assert orders == {
+            "o-good": (c.CONFIRMED, "", []),
+            "o-declined": (c.FAILED, "card declined", [c.RELEASED_STOCK]),
+            "o-scarce-1": (c.CONFIRMED, "", []),
+            "o-scarce-2": (c.FAILED, "out of stock: scarce", []),
+        }
+        assert shop.inventory.stock == {"widget": 98, "scarce": 0}
+        assert set(shop.inventory.reservations) == {"o-good", "o-scarce-1"}
+        settled = t.published(t_(c.ORDER_CONFIRMED), c.OrderSettled)
+        assert [s.order_id for s in settled] == ["o-good", "o-scarce-1"]
+        assert shop.notifications.sent == {c.CONFIRMED: 2, c.FAILED: 2}
+        # the faults happened and were retried: the good order needed more than one try
+        first = "stock.reserved" if style == "choreography" else "order.placed"
+        tries = [x.attempt for x in t.calls(t_(first)) if x.payload.order_id == "o-good"]
+        assert tries == ([1, 2, 3] if style == "choreography" else [1, 2])
+        for topic, group in shop.subscriptions():
+            assert [d async for d in t.dead_letters(topic, group=group)] == []
+        if virtual:
+            assert t.now >= cfg.backoff  # a backoff of seconds went by on the virtual clock
+            assert wall < 1.0, f"{wall:.3f}s of wall time"
