@@ -105,6 +105,8 @@ class Producer:
     async def start(self) -> None:
         """Connect; ConnectionLost naming the cause (and never the password) if that fails."""
         cluster = tuple(self._config.bootstrap_servers)
+        if self._config.tls and (stalled := await _handshake_stalls(self._config)):
+            raise ConnectionLost(f"cannot connect to {self._config.redacted}: {stalled}")
         if cluster in _REFUSED:
             await self._start_plain()
             return
@@ -280,6 +282,29 @@ async def _probe(config: KafkaConfig) -> str | None:
             f"in with SASL {config.sasl_mechanism}: check sasl_mechanism (the broker may not "
             "offer it) and the credentials"
         )
+    return None
+
+
+async def _handshake_stalls(config: KafkaConfig) -> str | None:
+    """kafka+ssl:// to a plain listener: the broker reads the TLS hello as the start of a
+    request and waits for the rest, so the handshake never ends and aiokafka would wait
+    its whole request timeout. A handshake to the first server that stalls PROBE_TIMEOUT
+    says so at once. Anything else (it completes, fails, or the port is closed) is left
+    to the client to find and report."""
+    host, _, port = config.bootstrap_servers[0].rpartition(":")
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT):
+            _, writer = await asyncio.open_connection(host.strip("[]"), int(port), ssl=context)
+    except TimeoutError:
+        return (
+            f"{host}:{port} did not answer a TLS handshake within {PROBE_TIMEOUT:g} s: it "
+            "looks like a plain listener; use kafka:// (or the broker's TLS port)"
+        )
+    except (OSError, ValueError):
+        return None
+    writer.close()
     return None
 
 

@@ -124,6 +124,16 @@ async def test_a_plain_connection_to_the_tls_port_fails_at_once(
     assert "is a TLS listener, use kafka+ssl://" in text, text
 
 
+async def test_a_tls_connection_to_a_plain_port_fails_at_once(
+    tls_tansu: Tansu, tls_files: certs.TlsFiles, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tansu's own port behind the terminator is plain: it waits for the rest of what it
+    reads as a request, so only the bus's handshake probe stops the wait early."""
+    plain = f"kafka+ssl://127.0.0.1:{tls_tansu.port}?{OPTIONS}&ssl_cafile={tls_files.ca.cert}"
+    text = await refused(plain, caplog)
+    assert "looks like a plain listener; use kafka://" in text, text
+
+
 async def test_a_wrong_password_fails_at_once_and_is_never_shown(
     sasl_tansu: Tansu, tls_files: certs.TlsFiles, caplog: pytest.LogCaptureFixture
 ) -> None:
