@@ -27,6 +27,7 @@ brokers:
 
 test: $(STAMP) lint brokers
 	@tools/ensure-postgres.sh
+	@tools/ensure-chromium.sh
 	$(PY) -m pytest
 
 BENCH_STAMP := $(VENV)/.bench-stamp

@@ -8,6 +8,8 @@ Examples:
   bus dlq replay order.placed --group orders
   bus publish order.placed '{"order_id": "o-1", "total_cents": 990}' --key o-1
   bus request order.get '{"order_id": "o-1"}' --timeout 5
+  bus docs services.orders:service services.payments:service --format yaml --out shop.yaml
+  BUS_CONSOLE_TOKEN=... bus console --url amqp://guest:guest@localhost/ --port 8765
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import dataclasses
 import importlib
 import json
 import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -29,6 +32,7 @@ from bus.bus import Bus
 from bus.errors import BusError, ConfigError
 from bus.logs import MessageFilter
 from bus.service import Service
+from bus.url import redact
 
 log = logging.getLogger("bus.cli")
 
@@ -89,7 +93,9 @@ async def _run(args: argparse.Namespace) -> None:
     services = [s for spec in args.services for s in load_service(spec)]
     if args.concurrency is not None:
         services = [with_concurrency(s, args.concurrency) for s in services]
-    async with Bus(args.url, services=services, close_timeout=args.close_timeout) as b:
+    async with Bus(
+        args.url, services=services, close_timeout=args.close_timeout, store=args.store
+    ) as b:
         names = ", ".join(s.name for s in services)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             print(f"running {names}: {b!r}", file=sys.stderr)
@@ -137,7 +143,26 @@ async def _dlq(args: argparse.Namespace) -> None:
             print(f"no dead letters for group {args.group!r} on {args.topic!r}")
 
 
+async def _outbox(url: str) -> str:
+    """One line on the outbox of the store at ``url``: rows waiting, the oldest's age
+    (the relays' lag) and the rows in its dead letters."""
+    from bus.store import open_store
+
+    store = open_store(url)
+    await store.open()
+    try:
+        stats = await store.outbox_stats()
+    finally:
+        await store.close()
+    return (
+        f"outbox of {store.label}: {stats.size} waiting, the oldest for {stats.lag:.1f}s; "
+        f"{stats.dead} dead (bus_outbox_dead)"
+    )
+
+
 async def _status(args: argparse.Namespace) -> None:
+    if args.store:
+        print(await _outbox(args.store))
     async with Bus(args.url, presence_interval=None) as b:
         instances = await presence.survey(b.transport, args.window)
     if not instances:
@@ -178,6 +203,63 @@ async def _request(args: argparse.Namespace) -> None:
     print(reply.decode("utf-8", "replace"))
 
 
+def _services(specs: list[str]) -> list[Service]:
+    """The services named, each once; two different services may not share a name."""
+    found: dict[str, Service] = {}
+    for spec in specs:
+        for service in load_service(spec):
+            other = found.setdefault(service.name, service)
+            if other is not service:
+                raise ConfigError(
+                    f"two different services are named {service.name!r} ({spec!r} is the "
+                    "second): a document names each service once"
+                )
+    return list(found.values())
+
+
+async def _docs(args: argparse.Namespace) -> None:
+    from bus import asyncapi
+
+    services = _services(args.services)
+    # The server only when a broker is named: a document is often shared beyond one.
+    url = args.url if args.url is not None else os.environ.get("BUS_URL")
+    doc = asyncapi.document(services, url=url, title=args.title)
+    text = asyncapi.render(doc, args.format)
+    if args.out is None:
+        sys.stdout.write(text)
+        return
+    try:
+        await anyio.Path(args.out).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise BusError(f"cannot write {args.out}: {exc.strerror}") from None
+    print(
+        f"wrote {args.out}: AsyncAPI {doc['asyncapi']}, {len(services)} service(s)", file=sys.stderr
+    )
+
+
+async def _console(args: argparse.Namespace) -> None:
+    try:
+        from bus import console
+    except ImportError as exc:
+        raise ConfigError(
+            f"the console needs {exc.name or exc}: pip install 'bus[console]'"
+        ) from None
+    token, made_up = console.token_from_env(generate=True)
+    services = _services(args.services)
+    state = console.Console(args.url, console.Auth(token), services)
+    async with console.serving(console.create_app(state), args.host, args.port) as address:
+        print(f"console on {address}/ watching {redact(state.url)}", file=sys.stderr)
+        if made_up:
+            print(
+                f"{console.TOKEN_ENV} is not set, so this run made one up: log in at "
+                f"{address}/#token={token}",
+                file=sys.stderr,
+            )
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for _ in signals:
+                break
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bus", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -193,6 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("services", nargs="+", metavar="MODULE:SERVICE")
     run.add_argument("--close-timeout", type=float, default=10.0)
     run.add_argument(
+        "--store",
+        default=os.environ.get("BUS_STORE") or None,
+        help="outbox and inbox database, postgresql://... or sqlite:///file.db "
+        "(default: $BUS_STORE; needed by idempotent handlers)",
+    )
+    run.add_argument(
         "--concurrency", type=int, default=None, help="handlers in flight per subscription"
     )
     run.set_defaults(func=_run)
@@ -205,6 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to listen for announcements (default: 1.5 x the default interval)",
     )
     status.add_argument("-v", "--verbose", action="store_true", help="list each handler too")
+    status.add_argument(
+        "--store",
+        default=os.environ.get("BUS_STORE") or None,
+        help="also show this store's outbox: size, lag, dead rows (default: $BUS_STORE)",
+    )
     status.set_defaults(func=_status)
 
     dlq = sub.add_parser("dlq", help="browse and replay dead letters")
@@ -226,7 +319,40 @@ def build_parser() -> argparse.ArgumentParser:
     req.add_argument("payload", help="the JSON body")
     req.add_argument("--timeout", type=float, default=5.0)
     req.set_defaults(func=_request)
-    for p in (run, status, dlq, pub, req):  # --url also after the command, as the docs show
+
+    docs = sub.add_parser("docs", help="write the AsyncAPI 3.0 document of services")
+    docs.add_argument("services", nargs="+", metavar="MODULE:SERVICE")
+    docs.add_argument("--format", choices=["json", "yaml"], default="json")
+    docs.add_argument("--out", default=None, metavar="FILE", help="default: standard output")
+    docs.add_argument("--title", default=None, help="the document's title")
+    docs.set_defaults(func=_docs)
+
+    con = sub.add_parser(
+        "console",
+        help="serve the web console (token from $BUS_CONSOLE_TOKEN)",
+        description="Serve the web console: live services, flow, dead letters, contracts. "
+        "Everything but the login needs the token in $BUS_CONSOLE_TOKEN (one is made up "
+        "and printed when it is unset).",
+    )
+    con.add_argument(
+        "services",
+        nargs="*",
+        metavar="MODULE:SERVICE",
+        help="services whose contracts (payload schemas) to show; default: an outline "
+        "from what running services announce",
+    )
+    con.add_argument("--port", type=int, default=8765, help="default 8765; 0 takes a free one")
+    con.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    con.set_defaults(func=_console)
+    for p in (
+        run,
+        status,
+        dlq,
+        pub,
+        req,
+        docs,
+        con,
+    ):  # --url also after the command, as the docs show
         p.add_argument("--url", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 

@@ -45,6 +45,8 @@ class Speaker(Protocol):
         correlation_id: str | None = None,
     ) -> Any: ...
 
+    def transaction(self, connection: object | None = None) -> Transaction: ...
+
 
 class Context:
     """Facts about the message being handled. Built once per delivery, cheaply."""
@@ -100,6 +102,13 @@ class Context:
                 "ctx.transaction exists only in handlers subscribed with idempotent=True "
                 "on a Bus with a store (Bus(..., store=URL))"
             ) from None
+
+    def open_transaction(self, connection: object | None = None) -> Transaction:
+        """A new transaction on the store of the bus running this handler: ``async with
+        ctx.open_transaction() as tx``. For responders and handlers not subscribed with
+        ``idempotent=True`` (which run inside ``ctx.transaction`` already): a request gets
+        no inbox row, because a repeated request must be answered again."""
+        return self._speaker.transaction(connection)
 
     def _carried(self, headers: Mapping[str, str] | None) -> dict[str, str]:
         out = dict(headers) if headers else {}

@@ -3,12 +3,18 @@ topic at an interval; ``survey`` watches that topic and tells who is there.
 
 An instance that stops gracefully says so; one that dies just goes silent, and a survey
 marks an instance silent when its last word is older than twice its interval.
+
+Each announcement also carries the service's running totals of messages handled, failed,
+retried and dead-lettered per subscription (from ``bus.telemetry.tallies``, so only while
+an OpenTelemetry SDK is installed): the console draws its flow charts from them. Reading
+them costs one look-up per subscription per interval, nothing per message.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 import uuid
@@ -18,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 import msgspec
 
+from bus import telemetry
 from bus.clock import REAL, Clock
 from bus.dead_letter import now_rfc3339
 from bus.errors import ConfigError
@@ -36,6 +43,20 @@ State = Literal["running", "stopped"]
 Publish = Callable[[str, object], Awaitable[object]]
 
 
+COUNTED = ("handled", "failed", "retried", "dead_lettered")
+
+
+class Count(msgspec.Struct, frozen=True, array_like=True):
+    """A subscription's running totals in one instance, since it started."""
+
+    topic: str
+    group: str
+    handled: int = 0
+    failed: int = 0
+    retried: int = 0
+    dead_lettered: int = 0
+
+
 class Announcement(msgspec.Struct, frozen=True):
     service: str
     instance: str
@@ -46,6 +67,8 @@ class Announcement(msgspec.Struct, frozen=True):
     sent: str
     interval: float
     state: State = "running"
+    counts: list[Count] = []
+    """Empty when the instance runs without an OpenTelemetry SDK (nothing is counted)."""
 
 
 class Instance(msgspec.Struct):
@@ -85,6 +108,27 @@ def describe_handlers(service: Service) -> list[str]:
     ]
 
 
+_HANDLER = re.compile(r"(subscribe|respond) (\S+) \(group ([^,)]+),")
+
+
+def parse_handler(text: str) -> tuple[str, str, str] | None:
+    """(``subscribe`` or ``respond``, topic, group) of a ``describe_handlers`` line."""
+    match = _HANDLER.match(text)
+    return (match[1], match[2], match[3]) if match else None
+
+
+def counts(service: Service) -> list[Count]:
+    """``service``'s running totals per subscription, from this process's tallies."""
+    tallies = telemetry.tallies
+    if not tallies:
+        return []
+    found = []
+    for s in service.subscriptions:
+        values = [tallies.get((name, s.topic, s.group)) for name in COUNTED]
+        found.append(Count(s.topic, s.group, *(t.value if t else 0 for t in values)))
+    return found
+
+
 class Announcer:
     """Announces the services of one bus every ``interval`` seconds."""
 
@@ -98,6 +142,7 @@ class Announcer:
         started = now_rfc3339()
         host = socket.gethostname()
         instance = uuid.uuid4().hex[:12]
+        self._services = services
         self._announcements = [
             Announcement(
                 service=s.name,
@@ -114,8 +159,9 @@ class Announcer:
 
     async def _announce(self, state: State) -> None:
         sent = now_rfc3339()
-        for a in self._announcements:
-            await self._publish(TOPIC, msgspec.structs.replace(a, sent=sent, state=state))
+        for a, service in zip(self._announcements, self._services, strict=True):
+            announced = msgspec.structs.replace(a, sent=sent, state=state, counts=counts(service))
+            await self._publish(TOPIC, announced)
 
     async def run(self) -> None:
         with self._scope:

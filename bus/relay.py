@@ -20,6 +20,10 @@ that can never be sent to ``bus_outbox_dead`` with the reason, and gives back th
   every ``poll_interval`` seconds besides; a database or broker that fails is retried
   with a growing pause. Housekeeping (inbox rows past retention) runs every
   ``housekeeping_interval``.
+- Metrics (with an OpenTelemetry SDK installed): the gauges ``bus.outbox.size`` (rows
+  waiting) and ``bus.outbox.lag`` (seconds since the oldest waiting row was committed),
+  per store (attribute ``bus.store``, its URL without password), measured by the relay
+  every ``STATS_INTERVAL`` seconds; ``Relay.stats`` holds the last measure.
 """
 
 from __future__ import annotations
@@ -30,16 +34,18 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import anyio
 import msgspec
+from opentelemetry import metrics
+from opentelemetry.metrics import CallbackOptions, Observation
 
 from bus import names
 from bus.dead_letter import type_name
 from bus.errors import ConfigError, DecodeError, MessageTooLarge
 from bus.message import Message
-from bus.store.base import OutboxRow, Store
+from bus.store.base import OutboxRow, OutboxStats, Store
 from bus.telemetry import Telemetry
 from bus.transport import Transport
 
@@ -48,6 +54,40 @@ log = logging.getLogger("bus.relay")
 _decode_headers = msgspec.json.Decoder(dict[str, str]).decode
 # Errors a row will raise however often it is sent: it goes to the dead letters.
 _NEVER_SENDABLE = (MessageTooLarge, ConfigError, DecodeError)
+
+
+STATS_INTERVAL = 1.0
+"""Seconds between measures of the outbox for its gauges, while metrics are on."""
+
+# The last measure of each store's outbox in this process, by label, which the gauges'
+# callbacks report (the metrics API reads gauges through callbacks only).
+_measured: dict[str, OutboxStats] = {}
+_gauges_of: list[object] = []  # the meter provider the gauges were made with
+
+
+def _observe(field: str) -> Callable[[CallbackOptions], list[Observation]]:
+    def callback(_: CallbackOptions) -> list[Observation]:
+        return [Observation(getattr(s, field), {"bus.store": k}) for k, s in _measured.items()]
+
+    return callback
+
+
+def _make_gauges() -> None:
+    """The outbox gauges, made once per meter provider (it keeps every instrument made)."""
+    provider = metrics.get_meter_provider()
+    if _gauges_of and _gauges_of[0] is provider:
+        return
+    _gauges_of[:] = [provider]
+    meter = metrics.get_meter("bus")
+    meter.create_observable_gauge(
+        "bus.outbox.size", [_observe("size")], "{message}", "outbox rows waiting to be sent"
+    )
+    meter.create_observable_gauge(
+        "bus.outbox.lag",
+        [_observe("lag")],
+        "s",
+        "seconds since the oldest waiting outbox row was committed",
+    )
 
 
 def _pause(failures: int) -> float:
@@ -84,6 +124,9 @@ class Relay:
         self._scope = anyio.CancelScope()
         self._unfinished: _Round | None = None
         self._next_housekeeping = 0.0
+        self._next_stats = 0.0
+        self.stats: OutboxStats | None = None
+        """The outbox as last measured (only while metrics are on)."""
         self.done = anyio.Event()
         self.sent = 0
         """Messages this relay has had confirmed by the broker."""
@@ -93,10 +136,13 @@ class Relay:
         self._wakeup.set()
 
     async def run(self) -> None:
+        if self._telemetry.metering:
+            _make_gauges()
         try:
             with self._scope:
                 await self._loop()
         finally:
+            _measured.pop(self._store.label, None)
             self.done.set()
 
     async def stop(self, deadline: float) -> None:
@@ -158,6 +204,9 @@ class Relay:
             self._next_housekeeping = time.monotonic() + options.housekeeping_interval
             if removed:
                 log.info("removed %d inbox row(s) past retention", removed)
+        if self._telemetry.metering and time.monotonic() >= self._next_stats:
+            self._next_stats = time.monotonic() + STATS_INTERVAL
+            self.stats = _measured[self._store.label] = await self._store.outbox_stats()
 
     async def _pause(self, failures: int) -> None:
         with anyio.move_on_after(_pause(failures)):

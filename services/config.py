@@ -5,6 +5,7 @@ as ``python -m services.demo``.
 | variable | meaning | default |
 | --- | --- | --- |
 | ``BUS_URL`` | the broker | ``memory://`` |
+| ``SHOP_STORE`` | the store of orders, inventory and payments | a new SQLite temp file |
 | ``SHOP_STYLE`` | ``choreography`` or ``orchestration`` | ``choreography`` |
 | ``SHOP_PREFIX`` | namespace ``ns``: topics ``ns.<topic>``, groups ``ns-<service>`` | none |
 | ``SHOP_API_KEY`` | the key the gateway wants in ``X-API-Key`` | ``dev-key`` |
@@ -61,6 +62,9 @@ _PREFIX = re.compile(r"[A-Za-z0-9_-]{0,30}")
 @dataclasses.dataclass(frozen=True)
 class Config:
     url: str | None = None
+    store: str | None = None
+    """The store (``postgresql://...``, ``sqlite:///file.db``) of every stateful service;
+    None: ``services.shop.Shop`` makes a SQLite file of its own."""
     style: Style = "choreography"
     prefix: str = ""
     api_key: str = "dev-key"
@@ -89,6 +93,7 @@ class Config:
         cards = env.get("SHOP_DECLINED_CARDS")
         return cls(
             url=env.get("BUS_URL") or None,
+            store=env.get("SHOP_STORE") or None,
             style=env.get("SHOP_STYLE", default.style),  # type: ignore[arg-type]
             prefix=env.get("SHOP_PREFIX", ""),
             api_key=env.get("SHOP_API_KEY", default.api_key),
@@ -119,6 +124,8 @@ class Config:
         }
         if self.url:
             env["BUS_URL"] = self.url
+        if self.store:
+            env["SHOP_STORE"] = self.store
         return env
 
     def topic(self, name: str) -> str:

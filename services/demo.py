@@ -2,6 +2,10 @@
 port, and a load of orders through its HTTP API, some with failing payments; then a
 summary. ``python -m services.demo [--url URL] [--style S] [--orders N] [--serve]``.
 
+``--serve`` also starts the web console (``bus.console``) beside the shop before the load,
+prints its address (with the token: ``$BUS_CONSOLE_TOKEN``, or one made up), and keeps
+both serving after the summary until Ctrl-C.
+
 ``--url`` (or ``$BUS_URL``) moves it to RabbitMQ or Kafka unchanged. Each run names its
 topics and groups afresh (prefix ``demo-XXXXXX``) so an earlier run's messages never mix
 in; a persistent broker keeps those (drained) queues or topics afterwards. Exits 1 if any
@@ -11,12 +15,14 @@ order did not reach a final state or the stock does not add up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
 import time
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import anyio
 
@@ -33,6 +39,28 @@ SCARCE = "limited-edition"
 # `orders` is here under its old name so `bus run services.demo:orders` (the CLI's help
 # example) still runs a real service.
 __all__ = ["cli", "main", "orders"]
+
+
+@contextlib.asynccontextmanager
+async def shop_with_console(
+    shop: Shop, *, token: str | None = None, port: int = 0, presence_interval: float = 1.0
+) -> AsyncIterator[tuple[bus.Bus, str]]:
+    """The shop's bus and the console beside it, on the shop's broker; yields the bus and
+    the address to open (the token after ``#`` logs the browser in).
+
+    The gateway speaks on the bus (it requests ``order.create`` and ``order.get``) but
+    handles nothing, so it has no ``bus.Service`` of its own; one without handlers stands
+    in for it here, so the console lists all six services."""
+    from bus.console import Auth, Console, create_app, serving, token_from_env
+
+    if token is None:
+        token, _ = token_from_env(generate=True)
+    services = [*shop.services, bus.Service(shop.cfg.name("gateway"))]
+    b = shop.bus(services=services, presence_interval=presence_interval)
+    console = Console(shop.cfg.url, Auth(token), services, step=1.0)
+    # The console first, so it hears the shop's first announcements: its flow starts at zero.
+    async with serving(create_app(console), port=port) as address, b:
+        yield b, f"{address}/#token={token}"
 
 
 def demo_config(args: argparse.Namespace, style: Style) -> Config:
@@ -106,8 +134,15 @@ async def run(args: argparse.Namespace, style: Style, counters: BusCounters) -> 
     """The shop in one style under load; True if every order ended and stock adds up."""
     cfg = demo_config(args, style)
     shop = Shop(cfg, seed=args.seed)
-    async with shop.bus() as b, serving(cfg, port=args.port) as base_url:
+    async with contextlib.AsyncExitStack() as stack:
+        if args.serve:
+            b, console = await stack.enter_async_context(shop_with_console(shop))
+        else:
+            b = await stack.enter_async_context(shop.bus())
+        base_url = await stack.enter_async_context(serving(cfg, port=args.port))
         print(f"\n== {style}: shop on {b!r}\ngateway on {base_url} (X-API-Key: {cfg.api_key})")
+        if args.serve:
+            print(f"console on {console}")
         print("bad input:")
         await show_bad_input(base_url, cfg.api_key)
         started = time.perf_counter()
@@ -165,7 +200,9 @@ def cli() -> None:
     parser.add_argument("--scarce-stock", type=int, default=10, help=f"units of {SCARCE}")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--port", type=int, default=0, help="gateway port (default: a free one)")
-    parser.add_argument("--serve", action="store_true", help="keep serving after the load")
+    parser.add_argument(
+        "--serve", action="store_true", help="start the console too; keep serving after the load"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     try:

@@ -1,11 +1,20 @@
 """The whole shop in one process: every service of one configuration, side by side, as
 ``python -m services.demo`` and the tests run it. A deployment runs each service alone
-instead (``bus run services.orders:service``); the services cannot tell the difference.
+instead (``bus run --store URL services.orders:service``); the services cannot tell the
+difference.
+
+Orders, inventory and payments keep their state in the bus's store (``Config.store``,
+``$SHOP_STORE``); with none configured, a shop makes a SQLite file in a temporary
+directory of its own (removed when the process exits), so the demo needs no server.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import atexit
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
 
 import bus
 from services.checkout import Checkout
@@ -20,6 +29,8 @@ class Shop:
     """One instance of each service for ``cfg``, with their state in reach."""
 
     def __init__(self, cfg: Config, *, seed: int | None = None) -> None:
+        if cfg.store is None:
+            cfg = cfg.replace(store=_temporary_store())
         self.cfg = cfg
         self.orders = Orders(cfg)
         self.inventory = Inventory(cfg)
@@ -44,6 +55,15 @@ class Shop:
                 if not sub.reply:
                     yield sub.topic, sub.group
 
-    def bus(self, **options: object) -> bus.Bus:
-        """A bus running every service of the shop (not yet started)."""
-        return bus.Bus(self.cfg.url, services=self.services, **options)  # type: ignore[arg-type]
+    def bus(self, services: Iterable[bus.Service] | None = None, **options: object) -> bus.Bus:
+        """A bus running every service of the shop (or ``services``) on its store, not
+        yet started."""
+        chosen = self.services if services is None else list(services)
+        return bus.Bus(self.cfg.url, services=chosen, store=self.cfg.store, **options)  # type: ignore[arg-type]
+
+
+def _temporary_store() -> str:
+    """A SQLite file in a new temporary directory, removed at exit."""
+    folder = tempfile.mkdtemp(prefix="shop-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return f"sqlite:///{Path(folder) / 'shop.db'}"

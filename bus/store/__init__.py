@@ -19,6 +19,7 @@ from bus.errors import ConfigError
 from bus.store.base import (
     OPTION_NAMES,
     OutboxRow,
+    OutboxStats,
     Store,
     StoreError,
     StoreOptions,
@@ -74,6 +75,7 @@ def _check(config: StoreOptions, url: str) -> None:
 
 __all__ = [
     "OutboxRow",
+    "OutboxStats",
     "Store",
     "StoreError",
     "StoreOptions",

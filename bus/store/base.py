@@ -64,6 +64,17 @@ class OutboxRow(msgspec.Struct, frozen=True, kw_only=True):
     id: int = 0
 
 
+class OutboxStats(msgspec.Struct, frozen=True):
+    """How the outbox stands now, for metrics and ``bus status``."""
+
+    size: int
+    """Rows waiting to be sent."""
+    lag: float
+    """Seconds since the oldest waiting row was committed (0 when none waits)."""
+    dead: int
+    """Rows in ``bus_outbox_dead``."""
+
+
 class StoreTx(Protocol):
     """One open database transaction."""
 
@@ -84,6 +95,8 @@ class Store(Protocol):
     """The bus's tables in one database."""
 
     options: StoreOptions
+    label: str
+    """The store's URL without its password, for logs and metrics."""
     enlists: bool
     """Whether ``begin`` can enlist in a caller's connection."""
 
@@ -118,6 +131,9 @@ class Store(Protocol):
     async def prune_inbox(self, older_than: float) -> int:
         """Delete inbox rows recorded more than ``older_than`` seconds ago; how many."""
 
+    async def outbox_stats(self) -> OutboxStats:
+        """The outbox's size and lag, and how many rows are in its dead letters."""
+
     async def listen(self, wake: Callable[[], None]) -> None:
         """Call ``wake`` whenever any process commits outbox rows (where the database
         can say so; otherwise nothing). Re-listens if the listening connection was lost."""
@@ -126,6 +142,7 @@ class Store(Protocol):
 __all__ = [
     "OPTION_NAMES",
     "OutboxRow",
+    "OutboxStats",
     "Store",
     "StoreError",
     "StoreOptions",

@@ -18,7 +18,7 @@ import anyio
 
 from bus.errors import ConfigError
 from bus.store import sql
-from bus.store.base import OutboxRow, StoreError, StoreOptions, StoreUnavailable
+from bus.store.base import OutboxRow, OutboxStats, StoreError, StoreOptions, StoreUnavailable
 from bus.store.schema import check_version
 from bus.url import redact
 
@@ -41,6 +41,11 @@ _UNREACHABLE = (
     asyncpg.InterfaceError,
     asyncpg.CannotConnectNowError,
 )
+
+
+# What a statement raises when the connection under it is lost (a user's SQL error is
+# none of these, and passes through untouched).
+_LOST = (OSError, asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError)
 
 
 class PgTx:
@@ -77,6 +82,7 @@ class PostgresStore:
 
     def __init__(self, url: str, dsn: str, options: StoreOptions) -> None:
         self._url = url
+        self.label = redact(url)
         self._dsn = dsn
         self.options = options
         self._pool: Any = None
@@ -146,9 +152,12 @@ class PostgresStore:
             tx = PgTx(conn)
             try:
                 yield tx
-            except BaseException:
+            except BaseException as exc:
                 with anyio.CancelScope(shield=True), contextlib.suppress(*_UNREACHABLE):
                     await transaction.rollback()
+                if isinstance(exc, _LOST):
+                    # The connection died with the transaction open: the server dropped it.
+                    raise self._unavailable(exc, "the transaction was rolled back") from None
                 raise
             try:
                 await transaction.commit()
@@ -160,7 +169,9 @@ class PostgresStore:
             if tx.added and self._wake is not None:
                 self._wake()  # our own relay at once; others hear the NOTIFY
         finally:
-            with anyio.CancelScope(shield=True):
+            # A connection lost after the commit is the pool's to drop, not an error of
+            # the transaction (asyncpg terminates it when its reset fails).
+            with anyio.CancelScope(shield=True), contextlib.suppress(*_UNREACHABLE):
                 await pool.release(conn)
 
     @contextlib.asynccontextmanager
@@ -220,6 +231,11 @@ class PostgresStore:
         async with self._require_pool().acquire() as conn:
             status: str = await conn.execute(sql.PG_PRUNE_INBOX, older_than)
         return int(status.rsplit(" ", 1)[-1])
+
+    async def outbox_stats(self) -> OutboxStats:
+        async with self._require_pool().acquire() as conn:
+            size, lag, dead = await conn.fetchrow(sql.PG_OUTBOX_STATS)
+        return OutboxStats(size=size, lag=max(0.0, float(lag)), dead=dead)
 
     async def listen(self, wake: Callable[[], None]) -> None:
         self._wake = wake

@@ -123,6 +123,10 @@ SET lease_owner = NULL, lease_until = NULL, last_error = r.error
 FROM unnest($1::bigint[], $2::text[]) AS r(id, error)
 WHERE o.id = r.id AND o.lease_owner = $3"""
 
+PG_OUTBOX_STATS: Final = """SELECT count(*),
+    COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0),
+    (SELECT count(*) FROM bus_outbox_dead) FROM bus_outbox"""
+
 PG_PRUNE_INBOX: Final = """DELETE FROM bus_inbox
     WHERE received_at < now() - make_interval(secs => $1)"""
 
@@ -205,3 +209,7 @@ SQLITE_RELEASE: Final = """UPDATE bus_outbox SET lease_owner = NULL, lease_until
     last_error = ?3 WHERE id = ?1 AND lease_owner = ?2"""
 
 SQLITE_PRUNE_INBOX: Final = "DELETE FROM bus_inbox WHERE received_at < ?"
+
+# ?1 now.
+SQLITE_OUTBOX_STATS: Final = """SELECT count(*), COALESCE(?1 - min(created_at), 0),
+    (SELECT count(*) FROM bus_outbox_dead) FROM bus_outbox"""

@@ -29,7 +29,7 @@ import anyio.to_thread
 
 from bus.errors import BusError, ConfigError
 from bus.store import sql
-from bus.store.base import OutboxRow, StoreError, StoreOptions, StoreUnavailable
+from bus.store.base import OutboxRow, OutboxStats, StoreError, StoreOptions, StoreUnavailable
 from bus.store.schema import check_version
 
 T = TypeVar("T")
@@ -121,6 +121,7 @@ class SqliteStore:
 
     def __init__(self, url: str, options: StoreOptions) -> None:
         self._path = database_path(url)
+        self.label = url
         self._file = None if self._path == ":memory:" else os.path.abspath(self._path)
         self.options = options
         self._conn: SqliteConnection | None = None
@@ -250,6 +251,11 @@ class SqliteStore:
     async def prune_inbox(self, older_than: float) -> int:
         async with self._transaction() as conn:
             return await conn.execute(sql.SQLITE_PRUNE_INBOX, time.time() - older_than)
+
+    async def outbox_stats(self) -> OutboxStats:
+        async with self._transaction() as conn:  # committed rows only
+            row = await conn.fetchrow(sql.SQLITE_OUTBOX_STATS, time.time())
+        return OutboxStats(size=row[0], lag=max(0.0, float(row[1])), dead=row[2])
 
     async def listen(self, wake: Callable[[], None]) -> None:
         self._wake = wake  # commits in this process wake it; others are found by polling

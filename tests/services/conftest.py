@@ -13,9 +13,13 @@ import anyio
 import httpx
 import pytest
 
+from bus.testing import TestBus
+from services import contracts as c
 from services.config import Config
 from services.gateway import serving
 from services.shop import Shop
+from services.state import read_now
+from tests.store.conftest import pg_database  # noqa: F401 (a fixture: the stateful shop's store)
 
 ADAPTERS = ["memory", "rabbitmq", "kafka"]
 
@@ -61,3 +65,19 @@ async def wait_healthy(base_url: str, deadline: float = 60.0) -> None:
                 except httpx.TransportError:
                     pass  # not listening yet
                 await anyio.sleep(0.1)
+
+
+async def settle_shop(t: TestBus, shop: Shop, deadline: float = 30.0) -> None:
+    """``t.settle()`` until the shop is at rest: its outbox empty, every order final and
+    told to the customer. The relay sends outbox rows straight to the broker, past what
+    ``settle()`` watches, so it may return while rows wait in the outbox."""
+    with anyio.fail_after(deadline):
+        while True:
+            await t.settle()
+            waiting = read_now(shop.cfg.store, "SELECT count(*) FROM bus_outbox")[0][0]
+            orders = shop.orders.store.values()
+            told = sum(shop.notifications.sent.values())
+            final = all(o.status in c.FINAL_STATES for o in orders)
+            if not waiting and final and told >= len(orders):
+                return
+            await anyio.sleep(0.005)

@@ -97,10 +97,10 @@ async def test_orchestration_without_payments_refunds_and_releases_then_refunds_
     )
     shop = Shop(cfg)
     no_payments = [s for s in shop.services if s is not shop.payments.service]
-    async with bus.Bus(cfg.url, services=[shop.payments.service]):
+    async with shop.bus([shop.payments.service]):
         pass  # payments ran once, so its queues exist; now it is down
     async with (
-        bus.Bus(cfg.url, services=no_payments),
+        shop.bus(no_payments),
         serving(cfg) as base_url,
     ):
         outcomes = await run_load(base_url, cfg.api_key, orders=10, declined=0.0)
@@ -118,6 +118,6 @@ async def test_orchestration_without_payments_refunds_and_releases_then_refunds_
             skipped = caplog.text.count("its caller stopped waiting")
             return skipped + counts["expired"]
 
-        async with bus.Bus(cfg.url, services=[shop.payments.service]):
+        async with shop.bus([shop.payments.service]):
             await wait_until(lambda: counts["refunded"] == 10 and charges_dropped() == 2 * 10)
         assert counts["approved"] == 0

@@ -1,34 +1,47 @@
 """The shop as a deployment runs it: one process per service started with ``bus run``
-(the gateway with ``python -m services.gateway``), two payments instances, and one of
-them killed with SIGKILL mid-load: every order still ends in a final state.
+(the gateway with ``python -m services.gateway``), two instances each of orders,
+inventory and payments sharing one PostgreSQL store, and one instance of each of those
+three killed with SIGKILL mid-load: every order still ends confirmed or failed, and the
+accounting in the store is exact: stock is held for the confirmed orders and no other,
+the units left are the initial stock less what they took, and the provider charged the
+confirmed orders and no other.
 
-Only stateless services are scaled: orders and inventory keep their state in memory,
-so a second instance of either would split it (see their modules)."""
+The clients behave as the API asks: a POST answered 502/503/504 (its orders instance
+died with the request) is sent again with the same Idempotency-Key."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
+import httpx
 import pytest
 
 from services import contracts as c
 from services.config import STYLES, Config, Style
-from services.load import Outcome, run_load
+from services.load import POLL_WAIT, Outcome, make_order, place
 from services.payments import UNAVAILABLE
 from tests.services.conftest import shop_config, wait_healthy
+from tests.store.conftest import new_schema
+from tests.store.helpers import query
 
 START_DEADLINE = 60.0
 REASONS = {"", "card declined", UNAVAILABLE}
+STOCK = {"widget": 10_000, "gadget": 10_000}
+ORDERS = 80
+RETRIED = (502, 503, 504)  # the API says: POST again with the same Idempotency-Key
+SCALED = ("orders", "inventory", "payments")
 
 
 class Process:
@@ -65,19 +78,15 @@ def deployment(cfg: Config, logs: Path) -> Iterator[tuple[dict[str, Process], st
     """Every service in a process of its own; yields them by name and the gateway URL."""
     env = {**os.environ, **cfg.to_env(), "PYTHONPATH": os.getcwd()}
     run = [sys.executable, "-m", "bus", "run", "--url", str(cfg.url)]
-    specs = {
-        "orders": "orders",
-        "inventory": "inventory",
-        "payments-1": "payments",
-        "payments-2": "payments",
-        "notifications": "notifications",
-    }
+    specs = {f"{module}-{n}": module for module in SCALED for n in (1, 2)}
+    specs["notifications"] = "notifications"
     if cfg.style == "orchestration":
         specs["checkout"] = "checkout"
-    procs = {
-        name: Process(name, [*run, f"services.{module}:service"], env, logs)
-        for name, module in specs.items()
-    }
+    store = ["--store", str(cfg.store)]
+    procs = {}
+    for name, module in specs.items():
+        argv = [*run, *(store if module in SCALED else []), f"services.{module}:service"]
+        procs[name] = Process(name, argv, env, logs)
     port = free_port()
     gateway = [sys.executable, "-m", "services.gateway", "--port", str(port)]
     procs["gateway"] = Process("gateway", gateway, env, logs)
@@ -106,44 +115,103 @@ async def wait_ready(procs: dict[str, Process]) -> None:
             await anyio.sleep(0.05)
 
 
-async def kill_when_busy(proc: Process, charges: int) -> float:
-    """SIGKILL ``proc`` once it has charged ``charges`` orders; returns when."""
+async def kill_when_busy(procs: dict[str, Process], charges: int) -> float:
+    """SIGKILL the first instance of orders, inventory and payments at once, when each
+    has worked on orders and payments-1 has charged ``charges``; returns when."""
+    signs = {"orders-1": " placed: ", "inventory-1": ": reserved", "payments-1": ": charged "}
+    wanted = {name: 1 for name in signs} | {"payments-1": charges}
     with anyio.fail_after(START_DEADLINE):
-        while proc.text().count(": charged ") < charges:
+        while any(procs[n].text().count(sign) < wanted[n] for n, sign in signs.items()):
             await anyio.sleep(0.01)
-    os.kill(proc.popen.pid, signal.SIGKILL)
+    for name in signs:
+        os.kill(procs[name].popen.pid, signal.SIGKILL)
     return time.monotonic()
+
+
+async def place_until_answered(base_url: str, api_key: str, body: dict[str, object]) -> Outcome:
+    """POST one order (again on 502/503/504, with one Idempotency-Key) and follow it to a
+    final state; ``http_errors`` lists every refusal on the way."""
+    headers = {"x-api-key": api_key, "idempotency-key": uuid.uuid4().hex}
+    refused: list[int] = []
+    async with httpx.AsyncClient(
+        base_url=base_url, headers=headers, timeout=POLL_WAIT + 30.0
+    ) as client:
+        while True:
+            out = await place(client, body, deadline=90.0)
+            if out.order_id or not out.http_errors or out.http_errors[-1] not in RETRIED:
+                out.http_errors[:0] = refused
+                return out
+            refused += out.http_errors
+            await anyio.sleep(0.2)
+
+
+async def run_load(base_url: str, api_key: str, outcomes: list[Outcome]) -> None:
+    rng = random.Random(1)
+    todo = iter([make_order(rng, n, declined=0.1) for n in range(ORDERS)])
+
+    async def worker() -> None:
+        for body in todo:
+            outcomes.append(await place_until_answered(base_url, api_key, body))
+
+    async with anyio.create_task_group() as workers:
+        for _ in range(8):
+            workers.start_soon(worker)
+
+
+async def check_accounts(store: str, outcomes: list[Outcome]) -> None:
+    """The store agrees with the clients, and holds, stock and charges add up exactly."""
+    statuses = dict(await query(store, "SELECT order_id, status FROM shop_orders"))
+    assert statuses == {o.order_id: o.status for o in outcomes}, "the store agrees"
+    confirmed = {o.order_id for o in outcomes if o.status == c.CONFIRMED}
+    holds = await query(store, "SELECT order_id FROM shop_holds WHERE state = 'reserved'")
+    assert {h[0] for h in holds} == confirmed, "stock is held for the confirmed orders only"
+    taken: Counter[str] = Counter()
+    for out in outcomes:
+        if out.status == c.CONFIRMED:
+            for line in out.body["lines"]:
+                taken[line["sku"]] += line["quantity"]
+    left = dict(await query(store, "SELECT sku, units FROM shop_stock"))
+    assert left == {sku: n - taken[sku] for sku, n in STOCK.items()}, "the stock adds up"
+    # A charge the saga never heard back from is refunded: let those refunds land.
+    with anyio.fail_after(30):
+        while True:
+            charged = await query(store, "SELECT order_id FROM shop_charges WHERE approved = 1")
+            if {r[0] for r in charged} == confirmed:
+                break
+            assert {r[0] for r in charged} >= confirmed, "every confirmed order was charged"
+            await anyio.sleep(0.2)
+    assert await query(store, "SELECT count(*) FROM bus_outbox_dead") == [(0,)]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("style", STYLES)
 @pytest.mark.parametrize("adapter", ["rabbitmq", "kafka"])
-async def test_a_payments_instance_killed_mid_load_loses_no_order(
-    adapter: str, style: Style, request: pytest.FixtureRequest, tmp_path: Path
+async def test_an_instance_of_each_stateful_service_killed_mid_load_loses_no_order(
+    adapter: str, style: Style, request: pytest.FixtureRequest, tmp_path: Path, pg_database: str
 ) -> None:
     url: str = request.getfixturevalue(f"{adapter}_url")
-    cfg = shop_config(url, style=style, payment_flaky=0.2, request_timeout=5.0)
+    store = await new_schema(pg_database)
+    cfg = shop_config(
+        url, style=style, payment_flaky=0.2, request_timeout=5.0, store=store, stock=STOCK
+    )
     outcomes: list[Outcome] = []
     with deployment(cfg, tmp_path) as (procs, base_url):
         await wait_ready(procs)
         await wait_healthy(base_url)
-
-        async def load() -> None:
-            outcomes.extend(
-                await run_load(base_url, cfg.api_key, orders=80, declined=0.1, deadline=90)
-            )
-
         async with anyio.create_task_group() as tg:
-            tg.start_soon(load)
-            await kill_when_busy(procs["payments-1"], charges=5)
-            assert outcomes == []  # the load is still going on
-        assert procs["payments-1"].popen.wait(5) == -signal.SIGKILL
+            tg.start_soon(run_load, base_url, cfg.api_key, outcomes)
+            await kill_when_busy(procs, charges=5)
+            assert len(outcomes) < ORDERS, "the kill came mid-load"
         for name, proc in procs.items():
-            if name != "payments-1":
+            if name.endswith("-1"):
+                assert proc.popen.wait(5) == -signal.SIGKILL
+            else:
                 assert proc.popen.poll() is None, f"{name} died:\n{proc.text()}"
         stuck = [o for o in outcomes if not o.final]
         assert stuck == [], [(o.order_id, o.status, o.http_errors) for o in stuck]
-        assert len(outcomes) == 80
+        assert len(outcomes) == ORDERS
         assert {o.reason for o in outcomes} <= REASONS
         assert Counter(o.status for o in outcomes)[c.CONFIRMED] > 0
-        assert procs["payments-2"].text().count(": charged ") > 0  # the survivor took over
+        for name in ("orders-2", "inventory-2", "payments-2"):  # the survivors took over
+            assert procs[name].text().count("order ") > 0, name
+        await check_accounts(store, outcomes)
