@@ -180,6 +180,19 @@ class RabbitCluster:
             return held
         raise BrokerError("no node of the cluster is running")
 
+    def queues(self, containing: str = "", vhost: str = "/") -> list[str]:
+        """``list_queues`` lines (name, type, messages, ready, unacked, consumers, leader,
+        online members) of queues whose name holds ``containing``, from a running node."""
+        for node in self.nodes:
+            if node.running:
+                listed = node.ctl(
+                    "list_queues", "-q", "--no-table-headers", "-p", vhost, "name", "type",
+                    "messages", "messages_ready", "messages_unacknowledged", "consumers",
+                    "leader", "online",
+                )  # fmt: skip
+                return [line for line in listed.splitlines() if containing in line]
+        raise BrokerError("no node of the cluster is running")
+
     def restart_dead_lettering(self, containing: str = ":delay:") -> list[str]:
         """The operator's way out of ``stranded``: restart, node by node, the members of
         every quorum queue whose name holds ``containing``. The leader's restart elects

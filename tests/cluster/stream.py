@@ -165,7 +165,12 @@ async def back_or_recovered(
     if done():
         return {}
     stranded = await anyio.to_thread.run_sync(cluster.stranded)
-    assert stranded, f"not within {wait:.0f}s, and nothing stranded by the broker: {what}"
+    if not stranded:
+        listed = "\n".join(await anyio.to_thread.run_sync(cluster.queues, ""))
+        raise AssertionError(
+            f"not within {wait:.0f}s, and nothing stranded by the broker: {what}; queues:\n"
+            + listed
+        )
     log.warning("stranded by RabbitMQ: %s; restarting their queues' members", stranded)
     await anyio.to_thread.run_sync(cluster.restart_dead_lettering)
     await wait_for(done, 30, f"{what}, after the recovery")
