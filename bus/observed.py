@@ -22,22 +22,27 @@ def observed(handle: Handle, sub: Subscription, tel: Telemetry) -> Handle:
     """``handle`` with telemetry for ``sub`` around it."""
     topic, group = sub.topic, sub.group
     attrs = {"messaging.destination.name": topic, "messaging.consumer.group.name": group}
+    metering = tel.metering
+    running = tel.running(topic, group) if metering else None
 
     async def handle_observed(delivery: Delivery) -> Outcome:
         started = time.perf_counter()
-        tel.track_in_flight(1, attrs)
+        if running is not None:
+            running.value += 1
         try:
             # The handler runs inside the span: what it publishes carries it as parent.
             message = delivery.message
             with tel.process_span(topic, group, message) as span:
-                attempt = attempt_of(message.headers, delivery.redeliveries)
-                span.set_attribute("messaging.delivery.attempt", attempt)
+                if span.is_recording():
+                    attempt = attempt_of(message.headers, delivery.redeliveries)
+                    span.set_attribute("messaging.delivery.attempt", attempt)
                 outcome = await handle(delivery)
                 _record(span, tel, outcome, topic, group)
                 return outcome
         finally:
-            tel.track_in_flight(-1, attrs)
-            tel.timed(topic, group, started)
+            if running is not None:
+                running.value -= 1
+                tel.timed(attrs, started)
 
     return handle_observed
 

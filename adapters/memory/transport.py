@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import uuid
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -186,6 +186,13 @@ class MemoryTransport:
 
     async def publish(self, topic: str, message: Message) -> None:
         await self._connected().publish(topic, message)
+
+    async def publish_many(self, topic: str, messages: Sequence[Message]) -> None:
+        """One after another: each is held once its publish returns, so there is nothing
+        to pipeline (and no task per message to pay for)."""
+        broker = self._connected()
+        for message in messages:
+            await broker.publish(topic, message)
 
     async def consume(
         self, topic: str, group: str, *, prefetch: int, ephemeral: bool = False

@@ -124,6 +124,39 @@ async def test_retries_and_dead_letter_stay_in_the_publishers_trace(bus_url: str
     assert all(s.status.status_code == trace.StatusCode.ERROR for s in attempts)
 
 
+async def test_an_unsampled_trace_records_nothing_and_carries_its_decision_on(
+    bus_url: str,
+) -> None:
+    """A trace its root left unsampled (a sampler of 10%, say) costs a handler no span:
+    the default ParentBased sampler would drop it anyway, so the bus only makes the
+    upstream context current, and what the handler publishes carries the same trace id
+    and the same "not sampled" flag on."""
+    first, onward = unique("t"), unique("t")
+    carried: list[str] = []
+    svc = bus.Service(unique("svc"))
+
+    @svc.subscribe(first)
+    async def relay(item: Item, ctx: bus.Context) -> None:
+        await ctx.publish(onward, item)
+
+    @svc.subscribe(onward)
+    async def last(item: Item, ctx: bus.Context) -> None:
+        carried.append(ctx.headers.get("traceparent", ""))
+
+    trace_id, span_id = 0xAB << 120 | 1, 0xCD << 56 | 2
+    upstream = trace.NonRecordingSpan(
+        trace.SpanContext(trace_id, span_id, is_remote=True, trace_flags=trace.TraceFlags(0))
+    )
+    async with bus.Bus(bus_url, services=[svc]) as b:
+        with trace.use_span(upstream):
+            await b.publish(first, Item(1))
+        await wait_until(lambda: carried)
+    _, carried_trace, _, flags = carried[0].split("-")
+    assert (carried_trace, flags) == (f"{trace_id:032x}", "00")
+    recorded = [s for s in EXPORTER.get_finished_spans() if s.context.trace_id == trace_id]
+    assert recorded == []
+
+
 async def test_metrics_count_a_known_workload(bus_url: str) -> None:
     topic = unique("t")
     svc = bus.Service(unique("svc"))
