@@ -21,6 +21,7 @@ KAFKA_OPTIONS = {
     "fetch_max_wait_ms": "5",
     "session_timeout_ms": "1500",
     "commit_interval_ms": "50",
+    "read_ahead": "500",
     "partitions": "4",
 }
 

@@ -1,5 +1,6 @@
-"""How every side drives load: a window of publishes in flight, a fixed offered rate,
-a number of calls in flight, and the raw clients' retry in place."""
+"""How every side drives load: calls in flight (callers each awaiting one call at a
+time), batches, a fixed offered rate, and the raw clients' retry in place. The timed
+ones are the measured windows, profiled with ``--profile`` on the bus side."""
 
 from __future__ import annotations
 
@@ -11,9 +12,12 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
+from benchmarks.suite import profiling
 from benchmarks.suite.model import Failure, Payload
 from benchmarks.suite.track import Work
+from bus.service import DEFAULT_CONCURRENCY
 
+PRELOAD = 200  # publishes in flight while filling queues before a consume (every side)
 RETRY_ATTEMPTS = 3
 RETRY_BACKOFF = 0.05
 RETRY_MAX_BACKOFF = 0.2
@@ -26,17 +30,22 @@ def uid() -> str:
 
 @dataclass
 class ConsumeJob:
-    """Messages already waiting on ``loads``' topics, handled with ``concurrency`` per
-    topic by ``work``; with ``retry`` failures are retried (the bus by its policy, raw
-    clients in place) and then given up."""
+    """Messages waiting on ``loads``' topics, handled with ``concurrency`` per topic
+    (None: the bus's default, and as many raw workers) by ``work``; with ``retry``
+    failures are retried (the bus by its policy, raw clients in place) and then given up."""
 
     loads: dict[str, list[Payload]]
-    concurrency: int
+    concurrency: int | None
     work: Work
     retry: bool = False
     partitions: int | None = None
     timeout: float = 120.0
     extra: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def workers(self) -> int:
+        """Handlers in flight per topic."""
+        return self.concurrency or DEFAULT_CONCURRENCY
 
     @property
     def expected(self) -> int:
@@ -64,14 +73,16 @@ async def windowed(items: Iterable[Payload], window: int, send: Send) -> int:
     return count
 
 
-async def timed_publish(items: list[Payload], window: int, send: Send) -> float:
-    started = time.perf_counter()
-    if window <= 1:
-        for p in items:
-            await send(p)
-    else:
-        await windowed(items, window, send)
-    return len(items) / (time.perf_counter() - started)
+async def timed_batches(
+    items: list[Payload], size: int, send: Callable[[list[Payload]], Awaitable[None]],
+    profile: bool = False,
+) -> float:  # fmt: skip
+    """Send ``items`` ``size`` at a time, each batch awaited before the next; items/s."""
+    with profiling.window(profile):
+        started = time.perf_counter()
+        for i in range(0, len(items), size):
+            await send(items[i : i + size])
+        return len(items) / (time.perf_counter() - started)
 
 
 async def fixed_rate(items: list[Payload], rate: float, send: Send, cap: int = 1000) -> None:
@@ -101,17 +112,21 @@ async def fixed_rate(items: list[Payload], rate: float, send: Send, cap: int = 1
         await asyncio.gather(*tasks)
 
 
-async def calls_in_flight(n: int, in_flight: int, call: Callable[[int], Awaitable[None]]) -> float:
-    """Make ``n`` calls with ``in_flight`` at a time; return calls/s."""
+async def calls_in_flight(
+    n: int, in_flight: int, call: Callable[[int], Awaitable[None]], profile: bool = False
+) -> float:
+    """Make ``n`` calls from ``in_flight`` callers, each awaiting one call at a time;
+    return calls/s."""
     counter = iter(range(n))
 
     async def worker() -> None:
         for i in counter:
             await call(i)
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(in_flight)))
-    return n / (time.perf_counter() - started)
+    with profiling.window(profile):
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        return n / (time.perf_counter() - started)
 
 
 async def retry_in_place(work: Work, payload: Payload) -> None:

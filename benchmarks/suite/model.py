@@ -1,9 +1,11 @@
-"""The payload, the handlers and one measured result: shared by every side."""
+"""The payload, the handlers and one measured point (every round of every side, and the
+median of the per-round ratios with its spread): shared by every side."""
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, dataclass, field
+import statistics
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -31,6 +33,9 @@ def payloads(n: int, size: int, fail_every: int = 0, start: int = 0) -> list[Pay
     ]
 
 
+WARM = Payload(-1, 0.0, False, "")
+
+
 class Failure(Exception):
     """What a failing handler raises."""
 
@@ -49,32 +54,68 @@ async def io_1ms(p: Payload) -> None:
         raise Failure(p.seq)
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    """Median, min, max and (from 4 values up) the quartiles of ``values``."""
+    out = {"median": statistics.median(values), "min": min(values), "max": max(values)}
+    if len(values) >= 4:
+        q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
+        out["q1"], out["q3"] = q1, q3
+    return out
+
+
 @dataclass
 class Result:
-    """One measured point: the bus, the raw client and (optional) a peer, same unit."""
+    """One measured point: each side's value in every round (None where a side sat a
+    round out), in one unit. ``base`` is the side the others are divided by."""
 
     scenario: str
     adapter: str
     case: str
     param: float | str
     unit: str
-    bus: float | None
-    raw: float | None
-    raw_name: str
-    peer: float | None = None
-    peer_name: str | None = None
+    rounds: dict[str, list[float | None]]
+    names: dict[str, str]
+    lower_is_better: bool = False
+    base: str = "raw"
     note: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def ratio(self) -> float | None:
-        if self.bus is None or not self.raw:
-            return None
-        if self.unit == "ms":  # lower is better: raw over bus
-            return self.raw / self.bus if self.bus else None
-        return self.bus / self.raw
+    def value(self, role: str) -> float | None:
+        """The median of ``role``'s rounds."""
+        got = [v for v in self.rounds.get(role, []) if v is not None]
+        return statistics.median(got) if got else None
+
+    def ratios(self, role: str) -> list[float]:
+        """``role`` over the base, round by round (base over role when lower is better)."""
+        out = []
+        for mine, base in zip(
+            self.rounds.get(role, []), self.rounds.get(self.base, []), strict=False
+        ):
+            if mine and base:
+                out.append(base / mine if self.lower_is_better else mine / base)
+        return out
+
+    def ratio(self, role: str = "bus") -> dict[str, float] | None:
+        got = self.ratios(role)
+        return spread(got) if got else None
 
     def to_json(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["ratio"] = self.ratio
-        return out
+        return {
+            "scenario": self.scenario,
+            "adapter": self.adapter,
+            "case": self.case,
+            "param": self.param,
+            "unit": self.unit,
+            "names": self.names,
+            "base": self.base,
+            "lower_is_better": self.lower_is_better,
+            "rounds": self.rounds,
+            "medians": {role: self.value(role) for role in self.rounds},
+            "ratios": {
+                role: {"rounds": self.ratios(role), **(self.ratio(role) or {})}
+                for role in self.rounds
+                if role != self.base
+            },
+            "note": self.note,
+            "extra": self.extra,
+        }

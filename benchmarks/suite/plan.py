@@ -1,17 +1,21 @@
-"""How big each scenario runs, per adapter: the full run and ``--quick``."""
+"""How big each scenario runs, per adapter, and how many rounds: the full run and
+``--quick``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
 class Plan:
-    sizes: tuple[int, ...]
+    rounds: int  # per point: every side once a round, interleaved, alternating who starts
+    size: int  # message size (JSON bytes) for every scenario but the size sweep
+    sizes: tuple[int, ...]  # the ``sizes`` scenario
     publish_n: dict[str, int]
+    callers: int  # concurrent callers each awaiting one publish at a time
+    batch: int  # messages per publish_many / raw batch
     consume_n: dict[str, int]
-    consume_concurrency: int
-    concurrencies: tuple[int, ...]
+    concurrencies: dict[str, tuple[int, ...]]
     concurrency_per_level: int  # messages per unit of concurrency...
     concurrency_cap: dict[str, int]  # ...up to this many
     concurrency_min: int  # ...and at least this many
@@ -26,25 +30,32 @@ class Plan:
     rr_in_flight: tuple[int, ...]
     rr_n: dict[str, dict[int, int]]
     failing_n: dict[str, int]
+    telemetry_n: dict[str, int]
     fail_every: int = 10
-    rounds: int = 1  # per point, alternating sides; each side's best counts
-    windows: dict[str, int] = field(default_factory=lambda: {"memory": 1})
-    window: int = 100
 
-    def window_for(self, adapter: str) -> int:
-        return self.windows.get(adapter, self.window)
+    def with_rounds(self, rounds: int | None) -> Plan:
+        return self if rounds is None else replace(self, rounds=rounds)
 
 
 ALL = ("memory", "rabbitmq", "kafka")
 
 FULL = Plan(
+    rounds=5,
+    size=256,
     sizes=(64, 1024, 16384),
-    publish_n={"memory": 20_000, "rabbitmq": 5_000, "kafka": 5_000},
-    consume_n={"memory": 20_000, "rabbitmq": 5_000, "kafka": 5_000},
-    consume_concurrency=64,
-    concurrencies=(1, 4, 16, 64, 256),
-    concurrency_per_level=200,
-    concurrency_cap={"memory": 20_000, "rabbitmq": 6_000, "kafka": 6_000},
+    # Sized so that most windows last 0.3 s or more on this 2-core machine; memory stays
+    # under the embedded broker's max_queue (100,000).
+    publish_n={"memory": 50_000, "rabbitmq": 4_000, "kafka": 30_000},
+    callers=100,
+    batch=100,
+    consume_n={"memory": 50_000, "rabbitmq": 5_000, "kafka": 50_000},
+    concurrencies={
+        "memory": (1, 16, 64),
+        "rabbitmq": (1, 2, 4, 8, 16, 32, 64),
+        "kafka": (1, 16, 64),
+    },
+    concurrency_per_level=100,
+    concurrency_cap={"memory": 20_000, "rabbitmq": 4_000, "kafka": 6_000},
     concurrency_min=300,
     processes=(1, 2),
     processes_n={"rabbitmq": 15_000, "kafka": 30_000},
@@ -56,20 +67,23 @@ FULL = Plan(
     latency_n={"memory": 10_000, "rabbitmq": 5_000, "kafka": 2_500},
     rr_in_flight=(1, 32),
     rr_n={
-        "memory": {1: 5_000, 32: 20_000},
+        "memory": {1: 20_000, 32: 50_000},
         "rabbitmq": {1: 1_000, 32: 5_000},
         "kafka": {1: 300, 32: 3_000},
     },
     failing_n={"memory": 5_000, "rabbitmq": 3_000, "kafka": 3_000},
-    rounds=2,
+    telemetry_n={"memory": 20_000, "rabbitmq": 4_000, "kafka": 10_000},
 )
 
 QUICK = Plan(
-    sizes=(1024,),
+    rounds=1,
+    size=256,
+    sizes=(64, 16384),
     publish_n={"memory": 1_000, "rabbitmq": 300, "kafka": 300},
+    callers=100,
+    batch=100,
     consume_n={"memory": 1_000, "rabbitmq": 300, "kafka": 300},
-    consume_concurrency=64,
-    concurrencies=(1, 16),
+    concurrencies={"memory": (1, 16), "rabbitmq": (1, 16), "kafka": (1, 16)},
     concurrency_per_level=20,
     concurrency_cap={"memory": 1_000, "rabbitmq": 300, "kafka": 300},
     concurrency_min=50,
@@ -84,4 +98,5 @@ QUICK = Plan(
     rr_in_flight=(1, 32),
     rr_n={"memory": {1: 200, 32: 500}, "rabbitmq": {1: 50, 32: 200}, "kafka": {1: 20, 32: 100}},
     failing_n={"memory": 300, "rabbitmq": 200, "kafka": 200},
+    telemetry_n={"memory": 1_000, "rabbitmq": 200, "kafka": 200},
 )

@@ -1,4 +1,5 @@
-"""The run's record: JSON (every figure) and Markdown tables, one per scenario."""
+"""The run's record: JSON (every round of every side) and Markdown tables, one per
+scenario, each row the median of the per-round ratios with its spread."""
 
 from __future__ import annotations
 
@@ -13,15 +14,18 @@ from typing import Any
 from benchmarks.suite.model import Result
 
 TITLES = {
-    "publish": "Publish throughput (confirms / acks=all)",
-    "consume": "Consume throughput (decode, no-op handler, ack/commit; 64 in flight)",
-    "concurrency": "Queue scalability: 1 ms handler, by handler concurrency",
-    "processes": "Consumer processes (bus side; 1 ms handler, concurrency 16 each; steady rate)",
-    "partitions": "Kafka partitions (1 ms handler, concurrency 64)",
-    "topics": "Topics and groups, same total load (no-op handler, 64 in flight in all)",
-    "latency": "End-to-end latency at a fixed offered rate (lower is better)",
+    "publish_one": "Publish, one at a time from many concurrent callers (confirms / acks=all)",
+    "publish_batch": "Publish in batches (bus: publish_many; confirms / acks=all)",
+    "consume": "Consume (decode, no-op handler, ack/commit after it; default concurrency)",
+    "concurrency": "1 ms handler, by handler concurrency",
     "request_reply": "Request-reply",
-    "failing": "Healthy throughput beside a failing handler (1 ms handler, concurrency 16)",
+    "latency": "End-to-end latency at a fixed offered rate (ratio: raw over bus; higher is better)",
+    "failing": "Healthy throughput beside a failing handler (design comparison)",
+    "telemetry": "Telemetry: the bus with the OpenTelemetry SDK over the bus without it",
+    "sizes": "By message size",
+    "topics": "Topics and groups, same total load (no-op handler, 64 in flight in all)",
+    "partitions": "Kafka partitions (1 ms handler, concurrency 64)",
+    "processes": "Consumer processes (bus side only; 1 ms handler, concurrency 16 each)",
 }
 
 
@@ -45,7 +49,11 @@ def commit() -> str:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
         )
-        return out.stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()  # fmt: skip
+        return out.stdout.strip() + ("+dirty" if dirty else "")
     except OSError:
         return ""
 
@@ -58,30 +66,42 @@ def _fmt(value: float | None) -> str:
     return f"{value:.2f}"
 
 
+def _ratio(r: Result, role: str) -> tuple[str, str, str]:
+    got = r.ratio(role)
+    if got is None:
+        return "-", "-", "-"
+    iqr = f"{got['q1']:.2f}-{got['q3']:.2f}" if "q1" in got else "-"
+    return f"{got['median']:.2f}", f"{got['min']:.2f}-{got['max']:.2f}", iqr
+
+
 def markdown(results: list[Result], notes: list[str], errors: list[str]) -> str:
-    peer_name = next((r.peer_name for r in results if r.peer is not None), None)
     lines: list[str] = []
     for scenario, title in TITLES.items():
         rows = [r for r in results if r.scenario == scenario]
         if not rows:
             continue
-        head = "| adapter | case | unit | bus | raw | raw client | bus / raw |"
-        rule = "| --- | --- | --- | ---: | ---: | --- | ---: |"
-        if peer_name:
-            head += f" {peer_name} |"
-            rule += " ---: |"
+        others = sorted({role for r in rows for role in r.rounds} - {"raw", "bus"})
+        head = ("| adapter | case | unit | rounds | bus | raw | raw side | bus / raw (median) "
+                "| min-max | IQR |")  # fmt: skip
+        rule = "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |"
+        for role in others:
+            name = next(r.names[role] for r in rows if role in r.names)
+            head += f" {name} | {name} / raw (min-max) |"
+            rule += " ---: | ---: |"
         lines += [f"#### {title}", "", head, rule]
         for r in rows:
-            ratio = r.ratio
+            med, span, iqr = _ratio(r, "bus")
+            count = max(len(v) for v in r.rounds.values())
             line = (
-                f"| {r.adapter} | {r.case} | {r.unit} | {_fmt(r.bus)} | {_fmt(r.raw)} | "
-                f"{r.raw_name if r.raw is not None else '-'} | "
-                f"{'-' if ratio is None else f'{ratio:.2f}'} |"
+                f"| {r.adapter} | {r.case} | {r.unit} | {count} | {_fmt(r.value('bus'))} | "
+                f"{_fmt(r.value('raw'))} | {r.names.get('raw', '-')} | {med} | {span} | {iqr} |"
             )
-            if peer_name:
-                line += f" {_fmt(r.peer)} |"
+            for role in others:
+                pmed, pspan, _ = _ratio(r, role)
+                line += f" {_fmt(r.value(role))} | {pmed} ({pspan}) |"
             lines.append(line)
-        lines.append("")
+        notes_here = sorted({r.note for r in rows if r.note})
+        lines += ["", *(f"Note: {n}." for n in notes_here), ""] if notes_here else [""]
     if notes:
         lines += ["Notes:", "", *(f"- {n}" for n in notes), ""]
     if errors:
@@ -100,7 +120,7 @@ def write(
     record = {
         **meta,
         "machine": machine(),
-        "commit": commit(),
+        "commit": commit(),  # at the end; "commit_at_start" in meta
         "results": [r.to_json() for r in results],
         "scenarios": sorted({r.scenario for r in results}),
         "notes": notes,
@@ -111,5 +131,7 @@ def write(
     tmp.write_text(json.dumps(record, indent=1))
     tmp.rename(json_path)
     md_path = base.with_suffix(".md")
-    md_path.write_text(markdown(results, notes, errors))
+    md_path.write_text(
+        f"Command: `{meta.get('command', '')}`\n\n" + markdown(results, notes, errors)
+    )
     return json_path, md_path

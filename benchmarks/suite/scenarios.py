@@ -1,141 +1,185 @@
 """What is measured. Each scenario takes a Context (one adapter's sides and the plan)
-and returns Results; sides alternate which goes first from one point to the next, so a
-noisy neighbour on the machine hits both alike."""
+and returns Results. Every point runs ``plan.rounds`` rounds; a round runs every side
+once, one after another, and the side that goes first rotates from round to round, so a
+noisy neighbour on the machine hits all sides alike. A Result keeps every round; the
+report gives the median of the per-round ratios with its spread."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from benchmarks.suite import procs
+from benchmarks.suite import procs, telemetry
 from benchmarks.suite.drive import ConsumeJob, uid
-from benchmarks.suite.model import Payload, Result, io_1ms, noop, payloads
+from benchmarks.suite.model import Result, io_1ms, noop, payloads
 from benchmarks.suite.plan import Plan
 from benchmarks.suite.track import percentiles
 
 Tick = Callable[[str], None]
+CASE_TIMEOUT = 600.0  # one side's run of one point, set-up included: a hang fails the case
+Values = dict[str, list[Any]]
 
 
 @dataclass
 class Context:
     adapter: str
     plan: Plan
-    bus: Any
-    raw: Any
-    peer: Any | None
-    tick: Tick  # progress: one call per measured point
+    sides: dict[str, Any]  # role ("raw", "bus", a peer's role) -> side
+    tick: Tick  # progress: one call per side per round
     notes: list[str]
-    flip: bool = False
-    last_rounds: dict[str, list[Any]] | None = None  # every round of the last point
-    declined_fn: Any = None  # the case the peer declined last
+    errors: list[str] = field(default_factory=list)
 
-    def sides(self) -> list[tuple[str, Any]]:
-        out = [("raw", self.raw), ("bus", self.bus)]
-        if self.peer is not None:
-            out.append(("peer", self.peer))
-        self.flip = not self.flip
-        return out if self.flip else out[::-1]
+    @property
+    def bus(self) -> Any:
+        return self.sides["bus"]
 
-    async def each(self, fn: Callable[[Any], Awaitable[Any]], rounds: int | None = None,
-                   best: Callable[[list[Any]], Any] = max) -> dict[str, Any]:  # fmt: skip
-        """Run ``fn`` on every side, ``rounds`` times (alternating which side goes first);
-        keep each side's best round. A peer may decline a case (NotImplementedError)."""
-        runs: dict[str, list[Any]] = {}
-        for _ in range(rounds or self.plan.rounds):
-            for role, side in self.sides():
-                if role == "peer" and fn is self.declined_fn:
+    def order(self, round_: int) -> list[str]:
+        roles = list(self.sides)
+        k = round_ % len(roles)
+        return roles[k:] + roles[:k]
+
+    async def each(
+        self, fn: Callable[[Any], Awaitable[Any]], label: str, roles: list[str] | None = None
+    ) -> Values:
+        """Run ``fn`` on every side (or ``roles``), ``rounds`` times, interleaved; every
+        round's value per role, None where a peer declined (NotImplementedError), failed
+        or was too slow for the case's deadline (its figure is lost, not the others')."""
+        runs: Values = {role: [] for role in self.sides if roles is None or role in roles}
+        declined: set[str] = set()
+        for round_ in range(self.plan.rounds):
+            for role in self.order(round_):
+                if role not in runs:
                     continue
-                try:
-                    runs.setdefault(role, []).append(await fn(side))
-                except NotImplementedError as exc:  # a peer that does not support this case
-                    runs.pop(role, None)
-                    self.declined_fn = fn
-                    note = f"{self.adapter}: {side.name} left out of a case: {exc}"
-                    if note not in self.notes:
-                        self.notes.append(note)
-                except TimeoutError:
-                    if role != "peer":
-                        raise
-                    # A peer too slow for the case's deadline costs its own figure, not the
-                    # bus's and the raw client's.
-                    runs.pop(role, None)
-                    self.declined_fn = fn
-                    self.notes.append(
-                        f"{self.adapter}: {side.name} did not finish a case in time; left out"
-                    )
-        self.last_rounds = runs
-        return {role: best(values) for role, values in runs.items()}
+                value = None
+                if role not in declined:
+                    try:
+                        value = await asyncio.wait_for(fn(self.sides[role]), CASE_TIMEOUT)
+                    except NotImplementedError as exc:
+                        if role in ("raw", "bus"):
+                            raise
+                        declined.add(role)
+                        self.note(
+                            f"{self.adapter}: {self.sides[role].name} left out of {label}: {exc}"
+                        )
+                    except Exception as exc:
+                        if role in ("raw", "bus"):
+                            raise
+                        # A peer that fails or overruns the case's deadline costs its
+                        # own figure, not the bus's and the raw client's.
+                        declined.add(role)
+                        what = (
+                            "did not finish in time"
+                            if isinstance(exc, TimeoutError)
+                            else (f"failed: {type(exc).__name__}: {exc}")
+                        )
+                        self.note(f"{self.adapter}: {self.sides[role].name} {label} {what}")
+                runs[role].append(value)
+                self.tick(f"{self.adapter} {label} round {round_ + 1} {role}")
+        return {role: values for role, values in runs.items() if any(v is not None for v in values)}
 
-    def result(self, scenario: str, case: str, param: float | str, unit: str, got: dict[str, Any],
+    def note(self, text: str) -> None:
+        if text not in self.notes:
+            self.notes.append(text)
+
+    def result(self, scenario: str, case: str, param: float | str, unit: str, rounds: Values,
                **extra: Any) -> Result:  # fmt: skip
-        self.tick(f"{self.adapter} {scenario} {case}")
-        if self.last_rounds and max(len(v) for v in self.last_rounds.values()) > 1:
-            extra["rounds"] = self.last_rounds
-        self.last_rounds = None
-        return Result(
-            scenario, self.adapter, case, param, unit, got.get("bus"), got.get("raw"),
-            self.raw.name, got.get("peer"), self.peer.name if self.peer else None, extra=extra,
-        )  # fmt: skip
+        names = {role: self.sides[role].name for role in rounds if role in self.sides}
+        return Result(scenario, self.adapter, case, param, unit, rounds, names, extra=extra)
 
 
 def _topic(kind: str) -> str:
     return f"{kind}.{uid()}"
 
 
-async def publish(ctx: Context) -> list[Result]:
-    out = []
-    window = ctx.plan.window_for(ctx.adapter)
-    for size in ctx.plan.sizes:
-        items = payloads(ctx.plan.publish_n[ctx.adapter], size)
-        got = await ctx.each(lambda s, i=items: s.publish(_topic("pub"), i, window))
-        out.append(ctx.result("publish", f"{size} B", size, "msg/s", got, window=window))
-    return out
+async def publish_one(ctx: Context) -> list[Result]:
+    """Many callers at once, each awaiting one publish (confirmed / acks=all) at a time."""
+    plan = ctx.plan
+    items = payloads(plan.publish_n[ctx.adapter], plan.size)
+    got = await ctx.each(lambda s: s.publish_one(_topic("pub"), items, plan.callers), "publish_one")
+    case = f"{plan.callers} callers, {plan.size} B"
+    return [ctx.result("publish_one", case, plan.callers, "msg/s", got, messages=len(items))]
+
+
+async def publish_batch(ctx: Context) -> list[Result]:
+    """Batches of ``plan.batch`` (the bus's publish_many), each confirmed before the next."""
+    plan = ctx.plan
+    items = payloads(plan.publish_n[ctx.adapter], plan.size)
+    got = await ctx.each(
+        lambda s: s.publish_batch(_topic("pubb"), items, plan.batch), "publish_batch"
+    )
+    case = f"batches of {plan.batch}, {plan.size} B"
+    return [ctx.result("publish_batch", case, plan.batch, "msg/s", got, messages=len(items))]
 
 
 async def consume(ctx: Context) -> list[Result]:
+    """Decode, no-op handler, ack/commit after it, the bus's default concurrency."""
+    n = ctx.plan.consume_n[ctx.adapter]
+    size = ctx.plan.size
+
+    async def one(side: Any) -> float:
+        return float(await side.consume(ConsumeJob({_topic("con"): payloads(n, size)}, None, noop)))
+
+    job = ConsumeJob({}, None, noop)
+    got = await ctx.each(one, "consume")
+    case = f"concurrency {job.workers} (default), {size} B"
+    return [ctx.result("consume", case, job.workers, "msg/s", got, messages=n)]
+
+
+async def sizes(ctx: Context) -> list[Result]:
+    """Publish (callers) and consume again at each of ``plan.sizes``."""
     out = []
-    c = ctx.plan.consume_concurrency
-    for size in ctx.plan.sizes:
-        n = ctx.plan.consume_n[ctx.adapter]
+    plan = ctx.plan
+    for size in plan.sizes:
+        items = payloads(plan.publish_n[ctx.adapter], size)
+        got = await ctx.each(lambda s, i=items: s.publish_one(_topic("pub"), i, plan.callers),
+                             f"sizes publish {size} B")  # fmt: skip
+        out.append(ctx.result("sizes", f"publish_one {size} B", size, "msg/s", got))
+        n = plan.consume_n[ctx.adapter]
 
         async def one(side: Any, size: int = size, n: int = n) -> float:
-            job = ConsumeJob({_topic("con"): payloads(n, size)}, c, noop)
+            job = ConsumeJob({_topic("con"): payloads(n, size)}, None, noop)
             return float(await side.consume(job))
 
-        out.append(ctx.result("consume", f"{size} B", size, "msg/s", await ctx.each(one),
-                              concurrency=c))  # fmt: skip
+        got = await ctx.each(one, f"sizes consume {size} B")
+        out.append(ctx.result("sizes", f"consume {size} B", size, "msg/s", got))
     return out
 
 
 async def concurrency(ctx: Context) -> list[Result]:
+    """The 1 ms handler at each handler concurrency (prefetch / workers = concurrency on
+    the raw side)."""
     out = []
     plan = ctx.plan
-    for c in plan.concurrencies:
+    for c in plan.concurrencies[ctx.adapter]:
         n = max(plan.concurrency_min, c * plan.concurrency_per_level)
         n = min(plan.concurrency_cap[ctx.adapter], n)
 
         async def one(side: Any, c: int = c, n: int = n) -> float:
-            job = ConsumeJob({_topic("conc"): payloads(n, 256)}, c, io_1ms)
+            job = ConsumeJob({_topic("conc"): payloads(n, plan.size)}, c, io_1ms)
             return float(await side.consume(job))
 
-        out.append(ctx.result("concurrency", f"concurrency {c}", c, "msg/s", await ctx.each(one),
-                              messages=n))  # fmt: skip
+        got = await ctx.each(one, f"concurrency {c}")
+        out.append(ctx.result("concurrency", f"concurrency {c}", c, "msg/s", got, messages=n))
     return out
 
 
 async def processes(ctx: Context) -> list[Result]:
     if ctx.adapter == "memory":
-        ctx.notes.append("processes: not on memory (an embedded broker lives in one process)")
+        ctx.note("processes: not on memory (an embedded broker lives in one process)")
         return []
     out = []
     for count in ctx.plan.processes:
-        items = payloads(ctx.plan.processes_n[ctx.adapter], 256)
-        rate, whole, shares = await procs.run(
-            ctx.bus.url, ctx.bus.declares, items, count, 16, 120.0
-        )
-        out.append(ctx.result("processes", f"{count} process(es)", count, "msg/s", {"bus": rate},
-                              whole_run=whole, shares=shares, concurrency=16))  # fmt: skip
+        items = payloads(ctx.plan.processes_n[ctx.adapter], ctx.plan.size)
+
+        async def one(side: Any, count: int = count, items: list[Any] = items) -> float:
+            rate, _, _ = await procs.run(side.url, side.declares, items, count, 16, 120.0)
+            return rate
+
+        got = await ctx.each(one, f"processes {count}", roles=["bus"])
+        out.append(ctx.result("processes", f"{count} process(es)", count, "msg/s", got,
+                              concurrency=16))  # fmt: skip
     return out
 
 
@@ -146,12 +190,12 @@ async def partitions(ctx: Context) -> list[Result]:
     for p in ctx.plan.partitions:
 
         async def one(side: Any, p: int = p) -> float:
-            job = ConsumeJob({_topic("part"): payloads(ctx.plan.partitions_n, 256)}, 64, io_1ms,
-                             partitions=p)  # fmt: skip
+            job = ConsumeJob({_topic("part"): payloads(ctx.plan.partitions_n, ctx.plan.size)},
+                             64, io_1ms, partitions=p)  # fmt: skip
             return float(await side.consume(job))
 
-        out.append(ctx.result("partitions", f"{p} partition(s)", p, "msg/s", await ctx.each(one),
-                              concurrency=64))  # fmt: skip
+        got = await ctx.each(one, f"partitions {p}")
+        out.append(ctx.result("partitions", f"{p} partition(s)", p, "msg/s", got, concurrency=64))
     return out
 
 
@@ -162,13 +206,14 @@ async def topics(ctx: Context) -> list[Result]:
         per = max(1, 64 // t)
 
         async def one(side: Any, t: int = t, per: int = per) -> float:
-            if side is ctx.peer and t > 100:
+            if side.name.startswith("FastStream") and t > 100:
                 raise NotImplementedError("over 100 topics, to keep the run short")
             prefix = _topic("top")
-            loads = {f"{prefix}.{i}": payloads(total // t, 256) for i in range(t)}
+            loads = {f"{prefix}.{i}": payloads(total // t, ctx.plan.size) for i in range(t)}
             return float(await side.consume(ConsumeJob(loads, per, noop, timeout=300.0)))
 
-        out.append(ctx.result("topics", f"{t} topic(s)", t, "msg/s", await ctx.each(one, 1),
+        got = await ctx.each(one, f"topics {t}")
+        out.append(ctx.result("topics", f"{t} topic(s)", t, "msg/s", got,
                               concurrency_per_topic=per, messages=total // t * t))  # fmt: skip
     return out
 
@@ -178,24 +223,34 @@ async def latency(ctx: Context) -> list[Result]:
     n = ctx.plan.latency_n[ctx.adapter]
 
     async def one(side: Any) -> dict[str, float]:
-        return percentiles(await side.latency(payloads(n, 1024), rate))
+        return percentiles(await side.latency(payloads(n, ctx.plan.size), rate))
 
-    got = await ctx.each(one, best=lambda runs: min(runs, key=lambda q: q["p99"]))
+    got = await ctx.each(one, "latency")
     out = []
     for name in ("p50", "p99", "p99.9"):
-        picked = {role: q[name] for role, q in got.items()}
-        out.append(ctx.result("latency", name, name, "ms", picked, rate=rate, messages=n))
+        picked = {role: [q and q[name] for q in qs] for role, qs in got.items()}
+        result = ctx.result("latency", name, name, "ms", picked, rate=rate, messages=n)
+        result.lower_is_better = True
+        out.append(result)
     return out
 
 
 async def request_reply(ctx: Context) -> list[Result]:
     out = []
-    items = payloads(64, 256)
+    items = payloads(64, ctx.plan.size)
     for k in ctx.plan.rr_in_flight:
         n = ctx.plan.rr_n[ctx.adapter][k]
-        got = await ctx.each(lambda s, n=n, k=k: s.round_trips(n, k, items))
-        out.append(ctx.result("request_reply", f"{k} in flight", k, "round trips/s", got))
+        got = await ctx.each(lambda s, n=n, k=k: s.round_trips(n, k, items), f"request_reply {k}")
+        out.append(ctx.result("request_reply", f"{k} in flight", k, "round trips/s", got,
+                              round_trips=n))  # fmt: skip
     return out
+
+
+FAILING_NOTE = (
+    "design comparison, not bus/raw efficiency: the bus parks each failure for its retry "
+    "(a delay queue / retry topic / timer) and frees the slot; the raw side retries in "
+    "place, holding its slot through the backoff"
+)
 
 
 async def failing(ctx: Context) -> list[Result]:
@@ -207,41 +262,78 @@ async def failing(ctx: Context) -> list[Result]:
     for case, fail in (("no failures", 0), (f"1 in {every} failing", every)):
 
         async def one(side: Any, fail: int = fail) -> float:
-            job = ConsumeJob({_topic("fail"): payloads(n, 256, fail)}, 16, io_1ms, retry=True)
+            job = ConsumeJob({_topic("fail"): payloads(n, ctx.plan.size, fail)}, 16, io_1ms,
+                             retry=True)  # fmt: skip
             return float(await side.consume(job))
 
-        out.append(ctx.result("failing", case, fail, "healthy msg/s", await ctx.each(one),
-                              messages=n))  # fmt: skip
+        got = await ctx.each(one, f"failing {case}")
+        result = ctx.result("failing", case, fail, "healthy msg/s", got, messages=n)
+        result.note = FAILING_NOTE
+        out.append(result)
     return out
 
 
+async def telemetry_rows(ctx: Context) -> list[Result]:
+    """The bus publishing and handling the same messages with the OpenTelemetry SDK
+    installed (parent-based 10% sampler, in-memory exporters) against no SDK; each run in
+    a process of its own (a tracer provider, once set, cannot be taken back)."""
+    n = ctx.plan.telemetry_n[ctx.adapter]
+    callers = ctx.plan.callers
+    sides = {
+        "raw": telemetry.Child("bus, no SDK", None),
+        "bus": telemetry.Child("bus, SDK 10%", 0.1),
+    }
+    inner = Context(ctx.adapter, ctx.plan, sides, ctx.tick, ctx.notes)
+
+    async def one(side: telemetry.Child) -> float:
+        return await side.run(ctx.bus.url, n, callers, ctx.plan.size)
+
+    got = await inner.each(one, "telemetry")
+    result = inner.result("telemetry", "publish + handle, SDK 10% / no SDK", 0.1, "msg/s", got,
+                          messages=n, callers=callers)  # fmt: skip
+    result.note = "both sides are the bus: with the SDK over without it"
+    return [result]
+
+
 SCENARIOS: dict[str, Callable[[Context], Awaitable[list[Result]]]] = {
-    "publish": publish,
+    "publish_one": publish_one,
+    "publish_batch": publish_batch,
     "consume": consume,
     "concurrency": concurrency,
-    "processes": processes,
-    "partitions": partitions,
-    "topics": topics,
-    "latency": latency,
     "request_reply": request_reply,
+    "latency": latency,
     "failing": failing,
+    "telemetry": telemetry_rows,
+    "sizes": sizes,
+    "topics": topics,
+    "partitions": partitions,
+    "processes": processes,
 }
+DEFAULT = (
+    "publish_one", "publish_batch", "consume", "concurrency", "request_reply", "latency",
+    "failing", "telemetry",
+)  # fmt: skip
 
 
-def points(plan: Plan, adapter: str, only: str | None) -> int:
-    """How many results a run of ``adapter`` yields (for the progress bar)."""
-    counts = {
-        "publish": len(plan.sizes),
-        "consume": len(plan.sizes),
-        "concurrency": len(plan.concurrencies),
-        "processes": 0 if adapter == "memory" else len(plan.processes),
-        "partitions": len(plan.partitions) if adapter == "kafka" else 0,
-        "topics": len(plan.topics[adapter]),
-        "latency": 3,
+def steps(plan: Plan, adapter: str, scenario: str, sides: int) -> int:
+    """How many side-rounds ``scenario`` runs on ``adapter`` (for the progress bar)."""
+    points = {
+        "publish_one": 1,
+        "publish_batch": 1,
+        "consume": 1,
+        "concurrency": len(plan.concurrencies[adapter]),
         "request_reply": len(plan.rr_in_flight),
+        "latency": 1,
         "failing": 2,
+        "sizes": 2 * len(plan.sizes),
+        "topics": len(plan.topics[adapter]),
+        "partitions": len(plan.partitions) if adapter == "kafka" else 0,
     }
-    return sum(v for k, v in counts.items() if only is None or k == only)
+    if scenario == "telemetry":
+        return 2 * plan.rounds
+    if scenario == "processes":
+        return 0 if adapter == "memory" else len(plan.processes) * plan.rounds
+    return points[scenario] * plan.rounds * sides
 
 
-__all__ = ["SCENARIOS", "Context", "Payload", "points"]
+__all__ = ["DEFAULT", "SCENARIOS", "Context", "steps"]

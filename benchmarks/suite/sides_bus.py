@@ -1,4 +1,5 @@
-"""The bus side of every scenario, the same code on every adapter (only the URL differs)."""
+"""The bus side of every scenario, the same code on every adapter (only the URL differs).
+Its measured windows are the ones ``--profile`` profiles."""
 
 from __future__ import annotations
 
@@ -9,10 +10,8 @@ from collections.abc import Callable, Iterator
 import bus
 from benchmarks.suite import drive
 from benchmarks.suite.drive import ConsumeJob, uid
-from benchmarks.suite.model import Payload, noop
+from benchmarks.suite.model import WARM, Payload, noop
 from benchmarks.suite.track import Latencies, Tracker
-
-WINDOW = 200  # publishes in flight while preloading
 
 
 def _bus(url: str, services: list[bus.Service] | None = None) -> bus.Bus:
@@ -28,6 +27,7 @@ def _subscriber(tracker: Tracker | Latencies, topic: str):  # type: ignore[no-un
 
 class BusSide:
     name = "bus"
+    profiled = True
 
     def __init__(
         self, url_for: Callable[[], str], declares: bool, forget: Callable[[str], None] | None
@@ -51,33 +51,43 @@ class BusSide:
             if self.forget is not None:
                 self.forget(url)
 
-    async def _declare(self, url: str, service: bus.Service) -> None:
+    async def _declare(self, url: str, topic: str) -> None:
+        """Make a group that keeps what is published to ``topic`` (as the raw sides bind a
+        queue), so publishes are routed and stored, not dropped."""
         if self.declares:
-            async with _bus(url, [service]):
+            holder = bus.Service(f"pub-{uid()}")
+            holder.subscribe(topic)(noop)
+            async with _bus(url, [holder]):
                 pass
 
-    async def publish(self, topic: str, items: list[Payload], window: int) -> float:
+    async def publish_one(self, topic: str, items: list[Payload], callers: int) -> float:
         with self._fresh() as url:
-            return await self._publish(url, topic, items, window)
+            await self._declare(url, topic)
+            async with _bus(url) as b:
+                await b.publish(topic, WARM)  # creates, connects, warms
 
-    async def _publish(self, url: str, topic: str, items: list[Payload], window: int) -> float:
-        holder = bus.Service(f"pub-{uid()}")
-        holder.subscribe(topic)(noop)
-        await self._declare(url, holder)
-        async with _bus(url) as b:
-            await b.publish(topic, Payload(-1, 0.0, False, ""))  # creates, connects, warms
+                async def send(i: int) -> None:
+                    await b.publish(topic, items[i])
 
-            async def send(p: Payload) -> None:
-                await b.publish(topic, p)
+                return await drive.calls_in_flight(len(items), callers, send, self.profiled)
 
-            return await drive.timed_publish(items, window, send)
+    async def publish_batch(self, topic: str, items: list[Payload], size: int) -> float:
+        with self._fresh() as url:
+            await self._declare(url, topic)
+            async with _bus(url) as b:
+                await b.publish(topic, WARM)
+
+                async def send(batch: list[Payload]) -> None:
+                    await b.publish_many(topic, batch)
+
+                return await drive.timed_batches(items, size, send, self.profiled)
 
     async def consume(self, job: ConsumeJob) -> float:
         with self._fresh(job.partitions) as url:
             return await self._consume(url, job)
 
     async def _consume(self, url: str, job: ConsumeJob) -> float:
-        tracker = Tracker(job.loads, job.expected, job.work)
+        tracker = Tracker(job.loads, job.expected, job.work, self.profiled)
         service = bus.Service(f"c-{uid()}")
         retry = (
             bus.Retry(
@@ -88,11 +98,10 @@ class BusSide:
             if job.retry
             else None
         )
+        options = {} if job.concurrency is None else {"concurrency": job.concurrency}
         for topic in job.loads:
-            service.subscribe(topic, concurrency=job.concurrency, retry=retry)(
-                _subscriber(tracker, topic)
-            )
-        # One bus subscribes, then fills the queues while the gate holds its handlers.
+            service.subscribe(topic, retry=retry, **options)(_subscriber(tracker, topic))
+        # Subscribed first, then the queues are filled while the gate holds the handlers.
         async with _bus(url, [service]) as b:
             pairs = job.interleaved()
 
@@ -100,16 +109,14 @@ class BusSide:
                 topic, p = pairs[i]
                 await b.publish(topic, p)
 
-            await drive.calls_in_flight(len(pairs), WINDOW, send)
+            await drive.calls_in_flight(len(pairs), drive.PRELOAD, send)
             return await tracker.run(job.timeout)
 
-    async def round_trips(self, n: int, in_flight: int, size_items: list[Payload]) -> float:
+    async def round_trips(self, n: int, in_flight: int, items: list[Payload]) -> float:
         with self._fresh() as url:
-            return await self._round_trips(url, n, in_flight, size_items)
+            return await self._round_trips(url, n, in_flight, items)
 
-    async def _round_trips(
-        self, url: str, n: int, in_flight: int, size_items: list[Payload]
-    ) -> float:
+    async def _round_trips(self, url: str, n: int, in_flight: int, items: list[Payload]) -> float:
         topic = f"rr.{uid()}"
         service = bus.Service(f"rr-{uid()}")
 
@@ -119,14 +126,12 @@ class BusSide:
             return p
 
         async with _bus(url, [service]), _bus(url) as client:
-            await client.request(topic, size_items[0], response=Payload, timeout=60.0)
+            await client.request(topic, items[0], response=Payload, timeout=60.0)
 
             async def call(i: int) -> None:
-                await client.request(
-                    topic, size_items[i % len(size_items)], response=Payload, timeout=30.0
-                )
+                await client.request(topic, items[i % len(items)], response=Payload, timeout=30.0)
 
-            return await drive.calls_in_flight(n, in_flight, call)
+            return await drive.calls_in_flight(n, in_flight, call, self.profiled)
 
     async def latency(self, items: list[Payload], rate: float) -> list[float]:
         with self._fresh() as url:
@@ -140,7 +145,7 @@ class BusSide:
         async with _bus(url, [service]), _bus(url) as publisher:
 
             async def warm() -> None:
-                await publisher.publish(topic, Payload(-1, 0.0, False, ""))
+                await publisher.publish(topic, WARM)
 
             await drive.warm_until(latencies.warm, warm, 60.0)
 

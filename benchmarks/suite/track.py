@@ -1,16 +1,21 @@
 """Timing a consume: a gate that holds every handler until each topic has delivered its
-first message (so set-up never counts), then a count of successful handlings."""
+first message, the preload is done and the read-ahead has had ``SETTLE`` seconds to
+fill (so both sides start the clock from the same state), then a count of successful
+handlings. Also end-to-end latency samples and their percentiles."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import statistics
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
+from benchmarks.suite import profiling
 from benchmarks.suite.model import Payload
 
 READY_TIMEOUT = 30.0
+SETTLE = 0.3  # seconds after the preload for every side's prefetch / read-ahead to fill
 Work = Callable[[Payload], Awaitable[None]]
 
 
@@ -18,10 +23,11 @@ class Tracker:
     """Gate and counter for one consume run. ``handle`` is what every side calls per
     message (after decoding); it raises what the handler raises."""
 
-    def __init__(self, topics: Iterable[str], expected: int, work: Work) -> None:
+    def __init__(self, topics: Iterable[str], expected: int, work: Work, profile: bool = False):
         self._waiting = set(topics)
         self.expected = expected
         self.work = work
+        self.profile = profile
         self.count = 0
         self.ready = asyncio.Event()
         self.go = asyncio.Event()
@@ -45,13 +51,16 @@ class Tracker:
                 self.done.set()
 
     async def run(self, timeout: float) -> float:
-        """Wait for readiness, open the gate, wait for the count; return messages/s."""
+        """Call once the preload is done: wait for readiness and the settle time, open
+        the gate, wait for the count; return messages/s."""
         # A topic that never delivered by then: its messages still count below.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.ready.wait(), READY_TIMEOUT)
-        self.started = time.perf_counter()
-        self.go.set()
-        await asyncio.wait_for(self.done.wait(), timeout)
+        await asyncio.sleep(SETTLE)
+        with profiling.window(self.profile):
+            self.started = time.perf_counter()
+            self.go.set()
+            await asyncio.wait_for(self.done.wait(), timeout)
         return self.expected / (self.finished - self.started)
 
 
@@ -74,10 +83,6 @@ class Latencies:
 
 
 def percentiles(samples: list[float]) -> dict[str, float]:
-    """p50, p99, p99.9 in milliseconds (nearest rank)."""
-    ordered = sorted(samples)
-    out = {}
-    for name, q in (("p50", 0.50), ("p99", 0.99), ("p99.9", 0.999)):
-        index = min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))
-        out[name] = ordered[index] * 1000 if ordered else float("nan")
-    return out
+    """p50, p99, p99.9 in milliseconds (``statistics.quantiles``, inclusive method)."""
+    cuts = statistics.quantiles(samples, n=1000, method="inclusive")
+    return {"p50": cuts[499] * 1000, "p99": cuts[989] * 1000, "p99.9": cuts[998] * 1000}
