@@ -29,6 +29,7 @@ test: $(STAMP) lint brokers
 	@tools/ensure-postgres.sh
 	@tools/ensure-chromium.sh
 	$(PY) -m pytest
+	$(PY) -m pytest tests/services/test_flow.py tests/services/test_shop_on_testbus.py --bus-url "amqp://guest:guest@127.0.0.1:5672/?exchange=bus-kit-$$(date +%s%N)"
 
 BENCH_STAMP := $(VENV)/.bench-stamp
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, Callable, Collection, Iterable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
@@ -163,6 +163,12 @@ class Bus:
         """Requests of this bus waiting for a reply now."""
         return self._requests.pending
 
+    @property
+    def relay(self) -> Relay | None:
+        """The relay sending this bus's committed outbox rows, while the bus is open
+        with a store (``relay.idle``: nothing known left to send); else None."""
+        return self._relay
+
     # -- lifecycle ---------------------------------------------------------------
 
     async def __aenter__(self) -> Bus:
@@ -298,9 +304,14 @@ class Bus:
         from bus.relay import Relay
 
         await store.open()
-        self._relay = Relay(store, self._transport, self._telemetry, self.max_message_size)
+        self._relay = Relay(store, self._send_relayed, self._telemetry, self.max_message_size)
         assert self._tg is not None
         self._tg.start_soon(self._relay.run)
+
+    async def _send_relayed(self, topic: str, message: Message) -> None:
+        """How the relay sends one outbox message: the transport's confirmed publish.
+        The seam for a subclass to see what the outbox sends (bus.testing records it)."""
+        await self._transport.publish(topic, message)
 
     async def _stop_store(self, deadline: float) -> None:
         """Let the relay send what is committed (up to ``deadline``), then close the store."""
@@ -473,9 +484,27 @@ class Bus:
                     message_id=message.id, headers=dict(message.headers), body=message.body
                 )
 
-    async def replay(self, topic: str, *, group: str) -> int:
-        """Move the dead letters of ``group`` on ``topic`` back to that group; return how many."""
+    async def replay(
+        self, topic: str, *, group: str, message_ids: Collection[str] | None = None
+    ) -> int:
+        """Move the dead letters of ``group`` on ``topic`` back to that group; return how many.
+
+        ``message_ids`` moves only the letters with these ids (``DeadLetter.message_id``);
+        the others stay, in order, to be replayed later. An id with no letter moves nothing.
+        """
         self._require_started()
         names.check_topic(topic)
         names.check_group(group)
-        return await self._transport.replay(topic, group)
+        if message_ids is None:
+            return await self._transport.replay(topic, group)
+        return await self._transport.replay(topic, group, _message_ids(message_ids))
+
+
+def _message_ids(ids: Collection[str]) -> frozenset[str]:
+    found = None if isinstance(ids, str | bytes) else tuple(ids)
+    if found is None or not all(isinstance(i, str) and i for i in found):
+        raise ConfigError(
+            f"message_ids must be a collection of message ids (non-empty strings), such as "
+            f"[letter.message_id], not {ids!r:.200}"
+        )
+    return frozenset(found)

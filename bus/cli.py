@@ -5,7 +5,7 @@ Examples:
   bus status --url amqp://guest:guest@localhost/
   bus dlq list order.placed --group orders
   bus dlq show order.placed --group orders --id 3f2a...
-  bus dlq replay order.placed --group orders
+  bus dlq replay order.placed --group orders [--id 3f2a...]
   bus publish order.placed '{"order_id": "o-1", "total_cents": 990}' --key o-1
   bus request order.get '{"order_id": "o-1"}' --timeout 5
   bus docs services.orders:service services.payments:service --format yaml --out shop.yaml
@@ -109,7 +109,13 @@ async def _run(args: argparse.Namespace) -> None:
 async def _dlq(args: argparse.Namespace) -> None:
     async with Bus(args.url) as b:
         if args.action == "replay":
-            moved = await b.replay(args.topic, group=args.group)
+            ids = None if args.id is None else [args.id]
+            moved = await b.replay(args.topic, group=args.group, message_ids=ids)
+            if ids and not moved:
+                raise BusError(
+                    f"no dead letter with id {args.id!r} in group {args.group!r} on "
+                    f"{args.topic!r}: nothing replayed (`bus dlq list` shows their ids)"
+                )
             print(f"replayed {moved} dead letter(s) of group {args.group!r} on {args.topic!r}")
             return
         shown = 0

@@ -2,8 +2,9 @@
 
 Every Bus with a store runs one. A round claims up to ``batch`` rows under a lease
 (``Store.claim``: rows of one (topic, key) are never held by two relays at once, and
-come in ``id`` order), publishes them through the bus's transport (each publish returns
-once the broker confirmed it), then in one transaction deletes the sent rows, moves rows
+come in ``id`` order), publishes them through the ``send`` its Bus gives it (the
+transport's publish, which returns once the broker confirmed it; ``bus.testing`` wraps
+it to see what the outbox sends), then in one transaction deletes the sent rows, moves rows
 that can never be sent to ``bus_outbox_dead`` with the reason, and gives back the rest.
 
 - Order per key: the rows of one key are sent one after the other, each after the
@@ -19,7 +20,8 @@ that can never be sent to ``bus_outbox_dead`` with the reason, and gives back th
 - Woken at commit (by the store: PostgreSQL LISTEN/NOTIFY, in-process for SQLite), and
   every ``poll_interval`` seconds besides; a database or broker that fails is retried
   with a growing pause. Housekeeping (inbox rows past retention) runs every
-  ``housekeeping_interval``.
+  ``housekeeping_interval``. ``Relay.idle`` says it waits with nothing known to send
+  (a test kit waits for that before it calls a test settled).
 - Metrics (with an OpenTelemetry SDK installed): the gauges ``bus.outbox.size`` (rows
   waiting) and ``bus.outbox.lag`` (seconds since the oldest waiting row was committed),
   per store (attribute ``bus.store``, its URL without password), measured by the relay
@@ -34,7 +36,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 import msgspec
@@ -47,9 +49,11 @@ from bus.errors import ConfigError, DecodeError, MessageTooLarge
 from bus.message import Message
 from bus.store.base import OutboxRow, OutboxStats, Store
 from bus.telemetry import Telemetry
-from bus.transport import Transport
 
 log = logging.getLogger("bus.relay")
+
+Send = Callable[[str, Message], Awaitable[None]]
+"""How a relay sends one message to a topic: returns once the broker confirmed it."""
 
 _decode_headers = msgspec.json.Decoder(dict[str, str]).decode
 # Errors a row will raise however often it is sent: it goes to the dead letters.
@@ -112,14 +116,15 @@ class Relay:
     """The relay of one Bus (see the module)."""
 
     def __init__(
-        self, store: Store, transport: Transport, telemetry: Telemetry, max_message_size: int
+        self, store: Store, send: Send, telemetry: Telemetry, max_message_size: int
     ) -> None:
         self._store = store
-        self._transport = transport
+        self._publish = send
         self._telemetry = telemetry
         self._max_message_size = max_message_size
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wakeup = anyio.Event()
+        self._waiting = False
         self._stop = anyio.Event()
         self._scope = anyio.CancelScope()
         self._unfinished: _Round | None = None
@@ -134,6 +139,13 @@ class Relay:
     def wake(self) -> None:
         """Look at the outbox now (rows were committed)."""
         self._wakeup.set()
+
+    @property
+    def idle(self) -> bool:
+        """Waiting for work with none known: its last look found the outbox empty and no
+        commit woke it since. Both stores wake their own bus's relay at commit, so rows
+        this process committed are sent by the time it is idle again."""
+        return self._waiting and not self._wakeup.is_set()
 
     async def run(self) -> None:
         if self._telemetry.metering:
@@ -179,8 +191,12 @@ class Relay:
                 if stopping:
                     return
                 failures = 0
-                with anyio.move_on_after(options.poll_interval):
-                    await self._wakeup.wait()
+                self._waiting = True
+                try:
+                    with anyio.move_on_after(options.poll_interval):
+                        await self._wakeup.wait()
+                finally:
+                    self._waiting = False
                 continue
             done = await self._send(rows, claimed_at + options.lease / 2)
             await self._finish(done)
@@ -233,7 +249,7 @@ class Relay:
             try:
                 message = self._message(row)
                 with anyio.fail_after(remaining + self._store.options.lease / 2):
-                    await self._transport.publish(row.topic, message)
+                    await self._publish(row.topic, message)
             except _NEVER_SENDABLE as exc:
                 reason = f"{type_name(exc)}: {exc}"[:1024]
                 log.error(

@@ -13,7 +13,7 @@ entry point names a callable that takes the URL string and returns a ``Transport
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Collection, Mapping
 from typing import Protocol, runtime_checkable
 
 import msgspec
@@ -178,7 +178,17 @@ class Transport(Protocol):
         (``contextlib.aclosing``) and have whatever the browse holds released at once."""
         ...
 
-    async def replay(self, topic: str, group: str) -> int:
+    async def replay(
+        self, topic: str, group: str, message_ids: Collection[str] | None = None
+    ) -> int:
         """Move the dead letters of ``group`` on ``topic`` back to that group alone, their
-        headers as they are; return how many moved."""
+        headers as they are; return how many moved.
+
+        ``message_ids`` None moves them all. Otherwise only the letters with these ids
+        move (an empty collection moves none), and every other letter stays where it
+        was, in order, to be browsed and replayed later; a letter moved alone is never
+        moved again. An id with no letter is no error: it moves nothing. A letter
+        parked twice under one id (its copy confirmed, then the original handled again)
+        moves and counts once; its second copy is dropped.
+        """
         ...

@@ -46,18 +46,14 @@ async def shop_with_console(
     shop: Shop, *, token: str | None = None, port: int = 0, presence_interval: float = 1.0
 ) -> AsyncIterator[tuple[bus.Bus, str]]:
     """The shop's bus and the console beside it, on the shop's broker; yields the bus and
-    the address to open (the token after ``#`` logs the browser in).
-
-    The gateway speaks on the bus (it requests ``order.create`` and ``order.get``) but
-    handles nothing, so it has no ``bus.Service`` of its own; one without handlers stands
-    in for it here, so the console lists all six services."""
+    the address to open (the token after ``#`` logs the browser in). The gateway, served
+    beside them, announces itself: the console lists it once it runs."""
     from bus.console import Auth, Console, create_app, serving, token_from_env
 
     if token is None:
         token, _ = token_from_env(generate=True)
-    services = [*shop.services, bus.Service(shop.cfg.name("gateway"))]
-    b = shop.bus(services=services, presence_interval=presence_interval)
-    console = Console(shop.cfg.url, Auth(token), services, step=1.0)
+    b = shop.bus(presence_interval=presence_interval)
+    console = Console(shop.cfg.url, Auth(token), shop.services, step=1.0)
     # The console first, so it hears the shop's first announcements: its flow starts at zero.
     async with serving(create_app(console), port=port) as address, b:
         yield b, f"{address}/#token={token}"

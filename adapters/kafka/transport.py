@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Collection, Sequence
 
 from adapters.kafka import dlq, topics
 from adapters.kafka.config import parse
@@ -227,19 +228,38 @@ class KafkaTransport:
         for name in (topics.retry_topic(topic, group), topics.dead_letter_topic(topic, group)):
             await self._topics.delete(name)
 
-    async def replay(self, topic: str, group: str) -> int:
-        """Copy every unreplayed dead letter to the group's retry topic, due now."""
+    async def replay(
+        self, topic: str, group: str, message_ids: Collection[str] | None = None
+    ) -> int:
+        """Copy every unreplayed dead letter, or those with these ids, to the group's
+        retry topic, due now (see dlq.py for how the others stay unreplayed)."""
         name = topics.dead_letter_topic(topic, group)
         retry = topics.retry_topic(topic, group)
         await self._topics.ensure({name: 1, retry: self.config.partitions})
         now = [(DUE, str(int(time.time() * 1000)).encode())]
-        moved = 0
-        records = dlq.replayed(self.config, name, topics.replay_group(group))
-        async with contextlib.aclosing(records):
-            async for record in records:
-                message = from_record(record)[0]
-                key, headers = to_record(message, now)
-                await self._producer.send(retry, message.body, key, headers)
-                moved += 1
+
+        async def send(message: Message) -> None:
+            key, headers = to_record(message, now)
+            await self._producer.send(retry, message.body, key, headers)
+
+        if message_ids is not None:
+            moved = await dlq.replay_some(
+                self.config, name, topics.replay_group(group), message_ids,
+                send=send, park=functools.partial(self._park, name),
+            )  # fmt: skip
+        else:
+            moved = 0
+            records = dlq.replayed(self.config, name, topics.replay_group(group))
+            async with contextlib.aclosing(records):
+                async for record in records:
+                    await send(from_record(record)[0])
+                    moved += 1
         log.info("replayed %d dead letter(s) of %s to group %s", moved, topic, group)
         return moved
+
+    async def _park(self, name: str, message: Message) -> None:
+        """Write a dead letter again at the end of its topic, byte for byte (one record
+        batch each, as ``consume`` parks them)."""
+        key, headers = to_record(message)
+        async with self._dlq_lock:
+            await self._producer.send(name, message.body, key, headers, dlq.DLQ_PARTITION)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import uuid
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
@@ -222,11 +222,16 @@ class MemoryTransport:
         for message in list(queue.dead) if queue else []:
             yield message
 
-    async def replay(self, topic: str, group: str) -> int:
+    async def replay(
+        self, topic: str, group: str, message_ids: Collection[str] | None = None
+    ) -> int:
         queue = self._connected().find(topic, group)
         if queue is None:
             return 0
-        letters, queue.dead = queue.dead, []
+        if message_ids is None:
+            letters, queue.dead = queue.dead, []
+        else:
+            letters, queue.dead = _pick(queue.dead, set(message_ids))
         for message in letters:
             queue.put(Entry(message))
         return len(letters)
@@ -283,3 +288,17 @@ class MemoryTransport:
 
 
 _NO_MESSAGE = Message(id="", body=b"")
+
+
+def _pick(dead: list[Message], ids: set[str]) -> tuple[list[Message], list[Message]]:
+    """The letters with these ids (a second copy of one dropped), and the rest in order."""
+    picked: list[Message] = []
+    kept: list[Message] = []
+    moved: set[str] = set()
+    for message in dead:
+        if message.id not in ids:
+            kept.append(message)
+        elif message.id not in moved:
+            moved.add(message.id)
+            picked.append(message)
+    return picked, kept

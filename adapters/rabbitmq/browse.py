@@ -4,7 +4,8 @@ Browsing takes the messages present with basic.get (no auto-ack) on a channel of
 own, at most as many as the queue held when we looked, then closes that channel: RabbitMQ
 puts every one of them back where it was, in order. Replay takes them the same way,
 publishes each (confirmed) to the group's queue through the default exchange, and acks
-only what the broker confirmed.
+only what the broker confirmed; replaying some by id puts the others back as a browse
+does, so they keep their places.
 
 A letter can be in the queue twice: a connection lost after its copy was confirmed and
 before the original was acked has the original handled, and dead-lettered, again. Both
@@ -21,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Collection
 
 import aiormq.exceptions as amqp
 import tenacity
@@ -93,30 +94,47 @@ async def _put_back(raw: AbstractChannel, queue: str, last_tag: int, taken: int)
         log.debug("returning browsed messages to %r: %s", queue, exc)
 
 
-async def replay(link: Link, queue: str, target: str, *, user: str) -> int:
-    """Move the messages in ``queue`` now to queue ``target``; return how many moved.
-    A second copy of a letter already moved is acked and dropped, not counted."""
+async def replay(
+    link: Link, queue: str, target: str, *, user: str, ids: Collection[str] | None = None
+) -> int:
+    """Move the messages in ``queue`` now, or those of them with these ``ids``, to queue
+    ``target``; return how many moved. A second copy of a letter already moved is acked
+    and dropped, not counted. The others stay unacked until the end, then go back where
+    they were, in order, as after a browse."""
+    wanted = None if ids is None else set(ids)
+    if wanted is not None and not wanted:
+        return 0
     channel = await link.channel(confirms=True)
     try:
         raw = await channel.get_underlay_channel()
         left = await _count(raw, queue)
-        moved = 0
+        moved = kept = last_tag = 0
         seen: set[Identity] = set()
-        while left > 0:
-            batch = await _take(raw, queue, min(left, BATCH))
-            if not batch:
-                break
-            left -= len(batch)
-            fresh: list[Taken] = []
-            again: list[Taken] = []
-            for got in batch:
-                message = to_message(got)
-                key = identity(message)
-                (again if key in seen else fresh).append((got, message))
-                seen.add(key)
-            moved += await _move(raw, fresh, target, user)
-            for got, _ in again:  # its first copy is confirmed in ``target`` by now
-                await raw.basic_ack(_tag(got), wait=False)
+        try:
+            while left > 0:
+                batch = await _take(raw, queue, min(left, BATCH))
+                if not batch:
+                    break
+                left -= len(batch)
+                last_tag = _tag(batch[-1])
+                fresh: list[Taken] = []
+                again: list[Taken] = []
+                for got in batch:
+                    message = to_message(got)
+                    if wanted is not None and message.id not in wanted:
+                        kept += 1  # stays unacked: no memory held for it here
+                        continue
+                    key = identity(message)
+                    (again if key in seen else fresh).append((got, message))
+                    seen.add(key)
+                moved += await _move(raw, fresh, target, user)
+                for got, _ in again:  # its first copy is confirmed in ``target`` by now
+                    await raw.basic_ack(_tag(got), wait=False)
+        finally:
+            # After the acks above on this channel, so it returns only what stays (and,
+            # on a failure, what was not moved).
+            if kept and not channel.is_closed:
+                await _put_back(raw, queue, last_tag, kept)
         return moved
     finally:
         await _close(channel)

@@ -12,7 +12,7 @@ import contextlib
 import functools
 import logging
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Collection
 
 import aiormq.exceptions as amqp
 from aio_pika.abc import AbstractConnection
@@ -248,11 +248,15 @@ class RabbitTransport:
             except Exception as exc:
                 raise broker_error(exc, f"deleting queue {queue!r}") from None
 
-    async def replay(self, topic: str, group: str) -> int:
+    async def replay(
+        self, topic: str, group: str, message_ids: Collection[str] | None = None
+    ) -> int:
         dlq = topology.dead_letter_queue(self.config, topic, group)
         queue = topology.group_queue(self.config, topic, group)
         try:
-            return await browse.replay(self._link, dlq, queue, user=self.config.user)
+            return await browse.replay(
+                self._link, dlq, queue, user=self.config.user, ids=message_ids
+            )
         except Exception as exc:
             raise broker_error(exc, f"replaying queue {dlq!r}") from None
 

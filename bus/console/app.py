@@ -10,11 +10,13 @@
 | ``GET /api/dead-letters`` | each subscription's dead letters, counted |
 | ``GET /api/dead-letters/{topic}?group=G[&limit=N]`` | browse them (nothing is removed) |
 | ``POST /api/dead-letters/{topic}/replay`` ``{"group": G}`` | move them back to the group |
+| ``POST /api/dead-letters/{topic}/replay`` ``{"group": G, "message_id": ID}`` | that one alone |
 | ``GET /api/asyncapi[?format=yaml]`` | the AsyncAPI document of the running services |
 
 Every error is JSON, ``{"error": "what was wrong and what to do"}``: 400 for a bad name or
 body, 401 without a session or with a wrong token, 404 for a topic or group no running
-service subscribes to, 503 when the broker fails.
+service subscribes to (or a dead letter to replay that is not there), 503 when the broker
+fails.
 """
 
 from __future__ import annotations
@@ -282,11 +284,21 @@ class Console:
         group = body.get("group")
         if group is not None and not isinstance(group, str):
             raise ApiError(400, '"group" must be a string')
+        message_id = body.get("message_id")
+        if message_id is not None and (not isinstance(message_id, str) or not message_id):
+            raise ApiError(400, '"message_id" must be the id of a dead letter (a string)')
         topic, group = self._subscription(request.path_params["topic"], group)
+        ids = None if message_id is None else [message_id]
         try:
-            moved = await self._bus().replay(topic, group=group)
+            moved = await self._bus().replay(topic, group=group, message_ids=ids)
         except BusError as exc:
             raise ApiError(503, f"the broker failed replaying {topic!r}: {exc}") from None
+        if ids and not moved:
+            raise ApiError(
+                404,
+                f"no dead letter with id {message_id!r} in group {group!r} on {topic!r}: "
+                "it was replayed meanwhile, or never parked there; refresh the list",
+            )
         return _json({"topic": topic, "group": group, "replayed": moved})
 
     async def asyncapi(self, request: Request) -> Response:

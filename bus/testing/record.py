@@ -36,6 +36,8 @@ class Sent:
     payload_type: Any
     by: Call | None
     """The handler call that published it; None for the test itself."""
+    relayed: bool = False
+    """Sent by the outbox relay (published in a transaction that committed)."""
 
     @property
     def type_name(self) -> str:
@@ -161,6 +163,27 @@ class Recorder:
         """Stop waiting for a call of this message (found dead-lettered undecoded)."""
         key = (topic, group, message_id)
         self._begun[key] = max(self._begun[key], self._expected[key])
+
+    def call_of(self, message_id: str | None) -> Call | None:
+        """The last call that handled ``message_id`` (a relayed message's causation)."""
+        if message_id:
+            for call in reversed(self.calls):
+                if call.message_id == message_id:
+                    return call
+        return None
+
+    def payload_type(self, topic: str, name: str) -> Any:
+        """The type named ``name`` (a payload-type header) as a handler of ``topic``, or
+        any handler or earlier publish, knows it; ``Any`` (plain JSON values) if none."""
+        subs = self.subscribed.get(topic, [])
+        subs = subs + [s for t, more in self.subscribed.items() if t != topic for s in more]
+        for sub in subs:
+            if getattr(sub.payload_type, "__qualname__", None) == name:
+                return sub.payload_type
+        for sent in reversed(self.sent):
+            if sent.type_name == name and sent.payload_type is not Any:
+                return sent.payload_type
+        return bytes if name == "bytes" else Any
 
     def blocked(self) -> bool:
         """Every running call waits on the bus (a request): none works on anything else."""

@@ -4,7 +4,9 @@ calls (and to fail, or lose its delivery, when a fault says so).
 
 Handlers speak through the bus that runs them (``ctx.publish`` calls ``Bus.publish``),
 so overriding the public methods here sees every message a handler sends, with no
-change to the core.
+change to the core. Messages published in a transaction reach the broker through the
+bus's outbox relay, which sends through ``Bus._send_relayed``: overriding it records
+them once they are sent.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from bus.bus import Bus, _type_name
 from bus.clock import Clock
 from bus.context import Context
 from bus.errors import PublishError, RequestTimeout
-from bus.message import PAYLOAD_TYPE
+from bus.message import CAUSATION_ID, PAYLOAD_TYPE, Message
 from bus.service import Service, Subscription
 from bus.testing.faults import Faults
 from bus.testing.record import Recorder, Sent, current_call
@@ -73,6 +75,25 @@ class RecordingBus(Bus):
         else:
             self._recorder.sent.append(sent)
         self._recorder.activity += 1
+
+    async def _send_relayed(self, topic: str, message: Message) -> None:
+        await super()._send_relayed(topic, message)
+        rec = self._recorder
+        headers = dict(message.headers)
+        sent = Sent(
+            seq=len(rec.sent) + 1,
+            topic=topic,
+            message_id=message.id,
+            body=message.body,
+            content_type=message.content_type or self.content_type,
+            headers=headers,
+            key=message.key,
+            payload_type=rec.payload_type(topic, headers.get(PAYLOAD_TYPE, "")),
+            by=rec.call_of(headers.get(CAUSATION_ID)),
+            relayed=True,
+        )
+        rec.published(sent)
+        rec.activity += 1
 
     def _publish_fault(self, topic: str) -> None:
         if self._faults.take(self._faults.publish, topic) is not None:

@@ -8,6 +8,12 @@ How the clock moves: a test's ``await`` lets the bus run; ``settle()`` and
 every running handler waiting on a request), then move the clock to the next timer (a
 retry falling due, a request's timeout) and go on. A retry is never delivered before
 its backoff: the broker holds it until the clock reaches its due time.
+
+With a store (``TestBus(..., store="sqlite:///...")``) messages published in a
+transaction count too: a commit wakes the bus's outbox relay at once (in this process),
+and nothing is settled until the relay is idle again, every committed row sent (and
+recorded: ``published()`` includes them). That wait is the store's real work, on no
+timer of the clock.
 """
 
 from __future__ import annotations
@@ -213,10 +219,11 @@ class TestBus:
 
     async def settle(self, timeout: float | None = None) -> None:
         """Run until nothing is in flight: no message ready, held or waiting for its
-        retry, no handler running, no request waiting. On the virtual clock, moves the
-        clock through pending retries and timeouts; on a real broker, waits for every
-        message published to a subscribed topic to be handled by each subscribed group
-        (and every retry due to come). Raises ``NotSettled`` naming what is still
+        retry, no handler running, no request waiting, no committed outbox row unsent
+        (with a store). On the virtual clock, moves the clock through pending retries
+        and timeouts; on a real broker, waits for every message published to a
+        subscribed topic to be handled by each subscribed group (and every retry due to
+        come). Raises ``NotSettled`` naming what is still
         pending after ``timeout`` real seconds (default ``settle_timeout``)."""
         if self.virtual:
             await self._drive(done=None, what="settle()", timeout=timeout)
@@ -242,7 +249,8 @@ class TestBus:
         self, topic: str, Type: Any = None, where: Callable[[Any], bool] | None = None
     ) -> list[Any]:
         """The messages published to ``topic`` through this bus (by the test or by any
-        handler), decoded, in order; as ``Type`` (which each must be), and only those
+        handler, directly or through the outbox once the relay sent them), decoded, in
+        order; as ``Type`` (which each must be), and only those
         for which ``where(message)`` is true."""
         found = []
         sent = [s for s in self.recorder.sent if s.topic == topic]
@@ -352,8 +360,18 @@ class TestBus:
         assert isinstance(transport, Inspectable)
         return transport.pending()
 
+    def _relay_idle(self) -> bool:
+        """No committed outbox row left that the bus's relay knows of (or no store)."""
+        relay = self.bus.relay
+        return relay is None or relay.idle
+
     def _settled(self) -> bool:
-        return not self.recorder.active and not self.bus.pending_requests and not self._pending()
+        return (
+            not self.recorder.active
+            and not self.bus.pending_requests
+            and not self._pending()
+            and self._relay_idle()
+        )
 
     def _next_due(self) -> float | None:
         assert isinstance(self.clock, VirtualClock)
@@ -382,7 +400,7 @@ class TestBus:
             holding = sum(1 for c in rec.active if not c.lost)
             blocked = rec.blocked()
             state = (rec.activity, ready, held, len(rec.active), self.bus.pending_requests)
-            idle = ready == 0 and held <= holding and blocked
+            idle = ready == 0 and held <= holding and blocked and self._relay_idle()
             unchanged = unchanged + 1 if state == last else 0
             stable = stable + 1 if idle and state == last else 0
             if stable >= 3:
@@ -394,7 +412,7 @@ class TestBus:
                 raise self._not_settled(
                     what, f"after {self.max_calls} handler calls: do handlers publish in a loop?"
                 )
-            if unchanged > 16 and not idle:
+            if unchanged > 2 and not idle:
                 await anyio.sleep(0.001)  # a handler works on something outside the bus
             else:
                 await anyio.lowlevel.checkpoint()
@@ -437,6 +455,7 @@ class TestBus:
         else:
             pending, timers, when = None, [], ""
         text = describe_pending(self.recorder, pending, self.bus.pending_requests, self.now, timers)
+        text += _relay_note(self.bus)
         why = f" {why}" if why else ""
         return NotSettled(
             f"TestBus.{what} did not finish within {self.settle_timeout:g}s of real time"
@@ -450,11 +469,12 @@ class TestBus:
         deadline = time.monotonic() + timeout
         quiet_since: float | None = None
         stuck_since: float | None = None
-        last: tuple[int, int, int] | None = None
+        last: tuple[int, int, int, bool] | None = None
         while True:
             owed = rec.owed()
-            busy = bool(rec.active or owed or self.bus.pending_requests)
-            state = (rec.activity, len(owed), len(rec.active))
+            relaying = not self._relay_idle()
+            busy = bool(rec.active or owed or self.bus.pending_requests or relaying)
+            state = (rec.activity, len(owed), len(rec.active), relaying)
             now = time.monotonic()
             if state != last:
                 quiet_since = stuck_since = None
@@ -475,6 +495,7 @@ class TestBus:
                     f"TestBus.settle() on {redact(self.url)} did not finish within "
                     f"{timeout:g}s; still pending:\n"
                     + describe_pending(rec, None, self.bus.pending_requests, self.now)
+                    + _relay_note(self.bus)
                 )
             await anyio.sleep(0.005)
 
@@ -484,6 +505,16 @@ class TestBus:
             async for letter in self.bus.dead_letters(topic, group=group):
                 if letter.message_id in ids and letter.reason == "undecodable":
                     self.recorder.settle_owed(topic, group, letter.message_id)
+
+
+def _relay_note(bus: RecordingBus) -> str:
+    relay = bus.relay
+    if relay is None or relay.idle:
+        return ""
+    return (
+        "\n  the outbox relay: committed rows not yet sent (a store that does not answer, "
+        "or a broker that does not confirm?)"
+    )
 
 
 __all__ = ["ENV_URL", "NotSettled", "TestBus", "configure", "default_url"]

@@ -54,15 +54,20 @@ def order_id_for(idempotency_key: str | None) -> str:
 
 
 class Gateway:
-    """The routes, over one bus opened for the app's lifetime."""
+    """The routes, over one bus opened for the app's lifetime.
+
+    The gateway handles nothing from the bus, only requests through it; its bus runs
+    ``.service``, a ``bus.Service`` without handlers named like the shop's others, so it
+    announces itself through presence (``bus status``, the console) as they do."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.service = bus.Service(cfg.name("gateway"))
         self.bus: bus.Bus | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        async with bus.Bus(self.cfg.url) as b:
+        async with bus.Bus(self.cfg.url, services=[self.service]) as b:
             self.bus = b
             try:
                 yield

@@ -68,6 +68,44 @@ async def test_dlq_list_show_and_replay_a_real_dead_letter(rabbitmq_url: str) ->
     assert "no dead letters" in empty.stdout
 
 
+async def test_dlq_replay_one_by_id_leaves_the_others(rabbitmq_url: str) -> None:
+    topic, group = unique("t"), unique("g")
+    svc = bus.Service(group)
+    broken = [True]
+    handled: list[bytes] = []
+
+    @svc.subscribe(topic, retry=bus.Retry(attempts=1))
+    async def handle(body: bytes) -> None:
+        if broken[0]:
+            raise bus.Reject("not today")
+        handled.append(body)
+
+    async with bus.Bus(rabbitmq_url, services=[svc]) as b:
+        first = await b.publish(topic, b"one")
+        second = await b.publish(topic, b"two")
+        with anyio.fail_after(20):
+            while len([d async for d in b.dead_letters(topic, group=group)]) < 2:
+                await anyio.sleep(0.02)
+        broken[0] = False
+        missing = await anyio.to_thread.run_sync(
+            cli, rabbitmq_url, "dlq", "replay", topic, "--group", group, "--id", "nope"
+        )
+        assert missing.returncode == 1
+        assert "no dead letter with id 'nope'" in missing.stderr, missing.stderr
+        replayed = await anyio.to_thread.run_sync(
+            cli, rabbitmq_url, "dlq", "replay", topic, "--group", group, "--id", second
+        )
+        assert replayed.returncode == 0, replayed.stderr
+        assert "replayed 1 dead letter" in replayed.stdout
+        await wait_until(lambda: handled == [b"two"])
+        listed = await anyio.to_thread.run_sync(
+            cli, rabbitmq_url, "dlq", "list", topic, "--group", group
+        )
+        assert listed.returncode == 0, listed.stderr
+        assert first in listed.stdout and second not in listed.stdout
+    assert handled == [b"two"]
+
+
 async def test_run_finishes_in_flight_work_on_sigterm(rabbitmq_url: str, tmp_path: Path) -> None:
     topic, group = unique("t"), unique("g")
     env = {

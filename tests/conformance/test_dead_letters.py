@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import contextlib
 from datetime import datetime
+from typing import Any
 
 import anyio
 import msgspec
+import pytest
 
 import bus
 from tests.conformance.helpers import Item, letters_of, unique, wait_until
@@ -157,3 +159,76 @@ async def test_browsing_always_ends_also_where_nothing_was_ever_parked(
             async for _ in letters:
                 break
         assert [d async for d in publisher.dead_letters(topic, group=group)] == []
+
+
+def _as_seen(letters: list[bus.DeadLetter]) -> list[tuple[str, dict[str, str], bytes]]:
+    return [(d.message_id, d.headers, d.body) for d in letters]
+
+
+async def test_replaying_one_of_three_leaves_the_other_two_browsable_and_replayable(
+    bus_url: str, publisher: bus.Bus, topic: str, group: str
+) -> None:
+    broken = [True]
+    done: list[bytes] = []
+    svc = bus.Service(group)
+
+    @svc.subscribe(topic, retry=bus.Retry(attempts=1))
+    async def handle(item: Item) -> None:
+        if broken[0]:
+            raise RuntimeError("bug")
+        done.append(msgspec.json.encode(item))
+
+    async with bus.Bus(bus_url, services=[svc]):
+        for i in range(3):
+            await publisher.publish(topic, Item(i), key=f"k{i}")
+        first, middle, last = await letters_of(publisher, topic, group, 3)
+        broken[0] = False
+
+        # One from between the others: they stay, in order, byte for byte.
+        assert await publisher.replay(topic, group=group, message_ids=[middle.message_id]) == 1
+        await wait_until(lambda: len(done) == 1)
+        assert done == [middle.body]
+        left = [d async for d in publisher.dead_letters(topic, group=group)]
+        assert _as_seen(left) == _as_seen([first, last])
+        # Replayed alone, it is never replayed again.
+        assert await publisher.replay(topic, group=group, message_ids=[middle.message_id]) == 0
+
+        # The oldest alone, then the one left with all the rest.
+        assert await publisher.replay(topic, group=group, message_ids={first.message_id}) == 1
+        left = [d async for d in publisher.dead_letters(topic, group=group)]
+        assert _as_seen(left) == _as_seen([last])
+        assert await publisher.replay(topic, group=group) == 1
+        await wait_until(lambda: len(done) == 3)
+        assert [d async for d in publisher.dead_letters(topic, group=group)] == []
+        assert await publisher.replay(topic, group=group) == 0
+    assert sorted(done) == sorted([first.body, middle.body, last.body]), "one handled twice"
+
+
+async def test_replaying_an_id_that_is_not_there_moves_nothing(
+    bus_url: str, publisher: bus.Bus, topic: str, group: str
+) -> None:
+    calls: list[int] = []
+    svc = bus.Service(group)
+
+    @svc.subscribe(topic, retry=bus.Retry(attempts=1))
+    async def handle(item: Item) -> None:
+        calls.append(item.n)
+        raise RuntimeError("bug")
+
+    async with bus.Bus(bus_url, services=[svc]):
+        for i in range(2):
+            await publisher.publish(topic, Item(i))
+        before = await letters_of(publisher, topic, group, 2)
+        assert await publisher.replay(topic, group=group, message_ids=["no-such-id"]) == 0
+        assert await publisher.replay(topic, group=group, message_ids=[]) == 0
+        bad: list[Any] = ["a-message-id", [""], [7]]
+        for ids in bad:  # a lone id is a string, itself a collection: refused, not split
+            with pytest.raises(bus.ConfigError, match="message_ids must be a collection"):
+                await publisher.replay(topic, group=group, message_ids=ids)
+        after = [d async for d in publisher.dead_letters(topic, group=group)]
+        assert _as_seen(after) == _as_seen(before)
+        # Nothing went back to the group: replaying them all moves both, each handled once.
+        assert await publisher.replay(topic, group=group) == 2
+        await wait_until(lambda: len(calls) == 4)
+        await letters_of(publisher, topic, group, 2)
+    assert sorted(calls) == [0, 0, 1, 1]

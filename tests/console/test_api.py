@@ -202,6 +202,37 @@ async def test_dead_letters_browse_and_replay_on_rabbitmq(rabbitmq_url: str) -> 
     await dead_letters_browse_and_replay(rabbitmq_url)
 
 
+async def test_replay_one_dead_letter_by_id(memory_url: str) -> None:
+    topic, rpc = unique("jobs"), unique("rpc")
+    svc, broken = failing_service(topic, rpc)
+    async with running(memory_url, [svc]) as (b, client, console):
+        client.headers.update(bearer())
+        path, group = f"/api/dead-letters/{topic}", svc.name
+
+        async def heard() -> list[tuple[str, str, bool]]:
+            return console.watcher.subscriptions()
+
+        await until(heard)
+        for job in ("j-1", "j-2", "j-3"):
+            await b.publish(topic, Job(job, fail=True))
+
+        async def parked() -> list[dict[str, Any]]:
+            found = (await client.get(path, params={"group": group})).json()["letters"]
+            return found if len(found) == 3 else []
+
+        first, middle, last = await until(parked)
+        broken["on"] = False
+        body = {"group": group, "message_id": middle["message_id"]}
+        replayed = await client.post(f"{path}/replay", json=body)
+        assert replayed.json() == {"topic": topic, "group": group, "replayed": 1}
+        left = (await client.get(path, params={"group": group})).json()["letters"]
+        assert [d["message_id"] for d in left] == [first["message_id"], last["message_id"]]
+        # Gone now: a second replay of it is a clear 404, and moves nothing.
+        again = await client.post(f"{path}/replay", json=body)
+        assert f"no dead letter with id {middle['message_id']!r}" in error_of(again, 404)
+        assert len((await client.get(path, params={"group": group})).json()["letters"]) == 2
+
+
 async def test_bad_input_is_a_clear_json_error(memory_url: str) -> None:
     topic, rpc = unique("jobs"), unique("rpc")
     svc, _ = failing_service(topic, rpc)
@@ -214,6 +245,7 @@ async def test_bad_input_is_a_clear_json_error(memory_url: str) -> None:
         await until(heard)
         letters, replay = f"/api/dead-letters/{topic}", f"/api/dead-letters/{topic}/replay"
         group, other = svc.name, "/api/dead-letters/nope"
+        one = {"group": group}
 
         def get(path: str, **params: str) -> Awaitable[httpx.Response]:
             return client.get(path, params=params)
@@ -230,6 +262,10 @@ async def test_bad_input_is_a_clear_json_error(memory_url: str) -> None:
             (client.post(replay, json={"group": "bad:group"}), 400, "is not a valid group"),
             (client.post(replay, json={"group": 7}), 400, '"group" must be a string'),
             (client.post(replay, json={}), 400, "name the consumer group"),
+            (client.post(replay, json={**one, "message_id": 7}), 400, '"message_id" must'),
+            (client.post(replay, json={**one, "message_id": ""}), 400, '"message_id" must'),
+            (client.post(replay, json={**one, "message_id": "nope"}), 404,
+             f"no dead letter with id 'nope' in group '{group}'"),
             (client.post(replay, content=b"[]", headers=JSON), 400, "JSON object"),
             (client.post(replay, data={"group": group}), 400, "Content-Type: application/json"),
             (client.post(f"{other}/replay", json={"group": group}), 404, "unknown topic 'nope'"),

@@ -1,15 +1,17 @@
 """The console in a real browser (Debian's chromium, driven by Playwright; no browser is
-ever downloaded): the shop runs with the console beside it, as ``python -m services.demo
---serve`` runs it; the page shows its six services live, a payment that fails while the
-provider is down shows in the flow chart and as a dead letter, and replaying it from the
-page (after a confirmation) settles the order. Screenshots are kept as test artefacts in
+ever downloaded): the shop and its gateway run with the console beside them, as ``python
+-m services.demo --serve`` runs them; the page shows the six services live (the gateway
+announcing itself), a payment that fails while the provider is down shows in the flow
+chart and as a dead letter, and replaying it from the page (its own button, after a
+confirmation) settles the order. Screenshots are kept as test artefacts in
 ``$BUS_TEST_ARTIFACTS`` (default ``.pytest_cache/artifacts``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from services import contracts as c
 from services.config import Config
 from services.demo import shop_with_console
+from services.gateway import serving
 from services.shop import Shop
 from tests.conformance.helpers import unique
 from tests.console.conftest import TOKEN
@@ -60,16 +63,29 @@ class RunningShop:
         return self.portal.call(ask)
 
 
+@contextlib.asynccontextmanager
+async def shop_and_gateway(shop: Shop) -> AsyncIterator[tuple[Any, str]]:
+    """As ``python -m services.demo --serve`` runs them: the shop, the console, and the
+    gateway (which announces itself)."""
+    async with (
+        shop_with_console(shop, token=TOKEN, presence_interval=0.3) as (b, address),
+        serving(shop.cfg),
+    ):
+        yield b, address
+
+
 @pytest.fixture
 def shop() -> Iterator[RunningShop]:
-    """The shop (choreography, memory://, the provider able to fail) and the console, on
-    an event loop in a thread of their own; the test drives the browser from this one."""
+    """The shop (choreography, memory://, the provider able to fail), its gateway and the
+    console, on an event loop in a thread of their own; the test drives the browser from
+    this one."""
     cfg = Config(url=f"memory://{unique('console-shop')}", prefix="web", attempts=2, backoff=0.05)
     shop = Shop(cfg, seed=1)
-    with start_blocking_portal("asyncio") as portal:
-        context = shop_with_console(shop, token=TOKEN, presence_interval=0.3)
-        with portal.wrap_async_context_manager(context) as (b, address):
-            yield RunningShop(portal, shop, b, address.split("#", 1)[0])
+    with (
+        start_blocking_portal("asyncio") as portal,
+        portal.wrap_async_context_manager(shop_and_gateway(shop)) as (b, address),
+    ):
+        yield RunningShop(portal, shop, b, address.split("#", 1)[0])
 
 
 def shot(page: Page, name: str) -> None:
@@ -149,9 +165,13 @@ def test_the_console_shows_the_shop_and_replays_a_failed_payment(
     expect(page.locator("#confirm")).to_be_hidden()
     expect(row).to_have_attribute("data-count", "1")
 
-    # The provider is back: replaying moves the letter back and the order is paid.
+    # The provider is back: replaying the letter (its own button) moves it back and the
+    # order is paid.
     del shop.shop.payments.charge
-    page.click("#replay-all")
+    letter.locator("button.replay-one").click()
+    expect(page.locator("#confirm-text")).to_contain_text(
+        f"Replay dead letter {letter.get_attribute('data-id')} of group web-payments"
+    )
     page.click("#confirm-yes")
     expect(page.locator("#toast")).to_have_text("Replayed 1 dead letter to group web-payments.")
     expect(row).to_have_attribute("data-count", "0", timeout=WAIT)

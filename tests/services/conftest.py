@@ -1,24 +1,31 @@
 """The shop on every adapter: ``shop_url`` runs a test once per broker, and
 ``running_shop`` starts every service and the gateway for one configuration, under a
-topic prefix of its own so tests sharing a broker never see each other's messages."""
+topic prefix of its own so tests sharing a broker never see each other's messages.
+
+``kit_config`` configures the shop for a ``bus.testing.TestBus``: on the virtual clock
+(the default) its backoffs and timeouts are seconds long and cost no wall time; with
+``--bus-url`` (``make test`` runs the kit's shop tests again on RabbitMQ) they are short.
+``kit_exchange`` then deletes what that run made on RabbitMQ, by its exchange name.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import anyio
 import httpx
 import pytest
 
-from bus.testing import TestBus
-from services import contracts as c
+from bus.testing.testbus import default_url
+from bus.url import scheme
 from services.config import Config
 from services.gateway import serving
 from services.shop import Shop
-from services.state import read_now
+from tests.brokers.rabbitmq import delete_run
 from tests.store.conftest import pg_database  # noqa: F401 (a fixture: the stateful shop's store)
 
 ADAPTERS = ["memory", "rabbitmq", "kafka"]
@@ -30,7 +37,7 @@ def shop_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-def shop_config(url: str, **changes: Any) -> Config:
+def shop_config(url: str | None, **changes: Any) -> Config:
     """A configuration for tests: quick retries, a topic prefix of its own."""
     defaults: dict[str, Any] = {
         "url": url,
@@ -41,6 +48,33 @@ def shop_config(url: str, **changes: Any) -> Config:
         "api_key": "test-key",
     }
     return Config(**{**defaults, **changes})
+
+
+def kit_virtual() -> bool:
+    """Whether a ``TestBus`` made without a URL runs on the virtual clock (no --bus-url)."""
+    url = default_url()
+    return url is None or scheme(url) == "memory"
+
+
+def kit_config(**changes: Any) -> Config:
+    """A configuration for the shop on a ``TestBus`` made without a URL: backoffs of
+    seconds and request timeouts of five on the virtual clock, a short backoff in real
+    time."""
+    timing = {"backoff": 2.0, "request_timeout": 5.0} if kit_virtual() else {"backoff": 0.02}
+    return shop_config(None, **{**timing, **changes})
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kit_exchange() -> Iterator[None]:
+    """With ``--bus-url amqp://...?exchange=NAME``: at the end, delete the queues and
+    exchanges whose names start with NAME (the TestBuses forget their groups' queues,
+    not the exchanges). Nothing otherwise."""
+    url = default_url()
+    yield
+    if url is not None and scheme(url) == "amqp":
+        exchange = parse_qs(urlsplit(url).query).get("exchange", [""])[0]
+        if exchange.startswith("bus-kit-"):  # only a name a kit run chose for itself
+            delete_run(exchange)
 
 
 @contextlib.asynccontextmanager
@@ -65,19 +99,3 @@ async def wait_healthy(base_url: str, deadline: float = 60.0) -> None:
                 except httpx.TransportError:
                     pass  # not listening yet
                 await anyio.sleep(0.1)
-
-
-async def settle_shop(t: TestBus, shop: Shop, deadline: float = 30.0) -> None:
-    """``t.settle()`` until the shop is at rest: its outbox empty, every order final and
-    told to the customer. The relay sends outbox rows straight to the broker, past what
-    ``settle()`` watches, so it may return while rows wait in the outbox."""
-    with anyio.fail_after(deadline):
-        while True:
-            await t.settle()
-            waiting = read_now(shop.cfg.store, "SELECT count(*) FROM bus_outbox")[0][0]
-            orders = shop.orders.store.values()
-            told = sum(shop.notifications.sent.values())
-            final = all(o.status in c.FINAL_STATES for o in orders)
-            if not waiting and final and told >= len(orders):
-                return
-            await anyio.sleep(0.005)

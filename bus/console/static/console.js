@@ -215,14 +215,16 @@ async function loadDeadLetters() {
   if (browsing) await browse(browsing.topic, browsing.group, false);
 }
 
-function letterView(letter) {
+function letterView(topic, group, letter) {
   const parts = [
     h("header", {},
       h(`span.pill.${letter.reason || "failed"}`, {}, letter.reason || "?"),
       h("span.mono", {}, letter.message_id),
       h("span.muted", {}, `attempts ${letter.attempts}`),
       h("span.muted", {}, `failed ${letter.failed_at || "?"}`),
-      h("span.muted", {}, `on ${letter.host || "?"}`)),
+      h("span.muted", {}, `on ${letter.host || "?"}`),
+      h("button.danger.replay-one", { type: "button", onclick: () => replayOne(topic, group, letter.message_id) },
+        "Replay")),
     h("div.exc", {}, `${letter.exception_type || "?"}: `, h("span", {}, letter.exception_message || "")),
     h("details", { open: true }, h("summary", {}, `Body (${letter.size} bytes${letter.body_json ? ", JSON" : ""})`),
       h("pre.body", {}, letter.body_json || letter.body)),
@@ -253,7 +255,7 @@ async function browse(topic, group, scroll = true) {
       h("span.mono", {}, group), " on ", h("span.mono", {}, topic)),
     n ? h("button.danger", { type: "button", id: "replay-all", onclick: () => replay(topic, group, n, found.more) },
       `Replay ${found.more ? "all" : n === 1 ? "it" : `all ${n}`}`) : null);
-  const list = found.letters.map(letterView);
+  const list = found.letters.map((letter) => letterView(topic, group, letter));
   $("#letters").replaceChildren(head, ...list);
   if (scroll) head.scrollIntoView({ block: "nearest" });
 }
@@ -274,10 +276,20 @@ async function replay(topic, group, n, more) {
   const ok = await confirmDialog(
     `Replay ${what} of group ${group} on ${topic}? They go back to that group, which handles them again.`,
     "Replay");
-  if (!ok) return;
+  if (ok) await postReplay(topic, { group });
+}
+
+async function replayOne(topic, group, messageId) {
+  const ok = await confirmDialog(
+    `Replay dead letter ${messageId} of group ${group} on ${topic}? It goes back to that group, ` +
+    "which handles it again; the others stay.", "Replay it");
+  if (ok) await postReplay(topic, { group, message_id: messageId });
+}
+
+async function postReplay(topic, body) {
   try {
-    const done = await api(`/api/dead-letters/${encodeURIComponent(topic)}/replay`, { json: { group } });
-    toast(`Replayed ${done.replayed} dead letter${done.replayed === 1 ? "" : "s"} to group ${group}.`);
+    const done = await api(`/api/dead-letters/${encodeURIComponent(topic)}/replay`, { json: body });
+    toast(`Replayed ${done.replayed} dead letter${done.replayed === 1 ? "" : "s"} to group ${body.group}.`);
   } catch (error) {
     if (error instanceof Unauthorized) return showLogin(error.message);
     toast(error.message);
