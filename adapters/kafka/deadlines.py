@@ -31,7 +31,7 @@ class Deadlines:
         watched = self._watched
         while watched and watched[0][1].done():  # keeps the queue short while all is well
             watched.popleft()
-        loop = asyncio.get_running_loop()
+        loop = future.get_loop()  # the future's own: no look-up of the running loop
         watched.append((loop.time() + self._timeout, future))
         if self._task is None:
             self._task = loop.create_task(self._expire())

@@ -93,7 +93,8 @@ class KafkaTransport:
             ) from None
 
     async def publish(self, topic: str, message: Message) -> None:
-        await self._ready(topic)
+        if not self._topics.known(topic):  # a set look-up, not a coroutine, per message
+            await self._ready(topic)
         key, headers = to_record(message)
         try:
             await self._producer.send(topic, message.body, key, headers)
