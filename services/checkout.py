@@ -9,7 +9,14 @@ stopped. On the last attempt it gives up cleanly: compensates and reports the fa
 A refund is a durable command (published, not requested), so it waits on the broker
 while payments is down. Only a release that fails on the last attempt dead-letters the
 saga; ``bus dlq replay <prefix>.order.placed --group <prefix>-checkout`` runs it again once
-inventory is back. Stateless: any number of instances may run. In choreography it
+inventory is back.
+
+One outcome per order: a failover redelivers ``order.placed`` while its first run goes
+on, so two runs of one saga may reach different ends (one confirmed, the other out of
+attempts on a lost reply). Before it compensates or reports, a run records its outcome
+in the store (``shop_checkouts``); the first record stands, and every run, its own
+reruns included, acts on that one: reports it, and undoes what it lists. Stateless
+otherwise: any number of instances may run, sharing the store. In choreography it
 subscribes to nothing.
 """
 
@@ -18,16 +25,20 @@ from __future__ import annotations
 import logging
 import time
 
+import msgspec
+
 import bus
 from services import contracts as c
 from services.config import Config
+from services.state import Tables
 
 log = logging.getLogger("services.checkout")
 TRANSIENT = c.error_name(c.TransientPaymentError)
 
 
 class StepFailed(Exception):
-    """A step's answer ended the saga; the order fails for ``reason``."""
+    """A step's answer ended the saga; the order fails for ``reason``, and
+    ``compensations`` (of c.RELEASED_STOCK, c.REFUNDED_PAYMENT) say what to undo."""
 
     def __init__(self, reason: str, compensations: list[str]) -> None:
         super().__init__(reason)
@@ -37,6 +48,7 @@ class StepFailed(Exception):
 class Checkout:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.tables = Tables(cfg.stock)
         self.service = bus.Service(cfg.name("checkout"))
         if cfg.style == "orchestration":
             self.service.subscribe(cfg.topic(c.ORDER_PLACED), retry=cfg.retry())(self.run)
@@ -56,13 +68,48 @@ class Checkout:
         try:
             await self._reserve(order, ctx, last)
             await self._charge(order, ctx, last)
+            mine = c.CheckoutOutcome(order.order_id, succeeded=True)
         except StepFailed as failed:
-            log.info("order %s: checkout failed: %s", order.order_id, failed.reason)
-            outcome = c.CheckoutOutcome(order.order_id, False, failed.reason, failed.compensations)
-            await ctx.publish(self.cfg.topic(c.CHECKOUT_FAILED), outcome, key=order.order_id)
-            return
-        outcome = c.CheckoutOutcome(order.order_id, succeeded=True)
-        await ctx.publish(self.cfg.topic(c.CHECKOUT_SUCCEEDED), outcome, key=order.order_id)
+            mine = c.CheckoutOutcome(order.order_id, False, failed.reason, failed.compensations)
+        outcome = await self._decide(ctx, mine)
+        if outcome != mine:
+            log.info("order %s: another run of its checkout decided first", order.order_id)
+        if outcome.succeeded:
+            topic = c.CHECKOUT_SUCCEEDED
+        else:
+            log.info("order %s: checkout failed: %s", order.order_id, outcome.reason)
+            await self._undo(order, ctx, outcome.compensations)
+            topic = c.CHECKOUT_FAILED
+        await ctx.publish(self.cfg.topic(topic), outcome, key=order.order_id)
+
+    async def _decide(self, ctx: bus.Context, mine: c.CheckoutOutcome) -> c.CheckoutOutcome:
+        """Record ``mine`` as the order's outcome unless one is recorded; the one that
+        stands."""
+        async with ctx.open_transaction() as tx:
+            db = await self.tables.use(tx)
+            await db.execute(
+                "INSERT INTO shop_checkouts (order_id, succeeded, reason, compensations) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (order_id) DO NOTHING",
+                mine.order_id,
+                int(mine.succeeded),
+                mine.reason,
+                msgspec.json.encode(mine.compensations).decode(),
+            )
+            row = await db.fetchrow(
+                "SELECT succeeded, reason, compensations FROM shop_checkouts WHERE order_id = ?",
+                mine.order_id,
+            )
+        undo = msgspec.json.decode(row[2], type=list[str])
+        return c.CheckoutOutcome(mine.order_id, bool(row[0]), row[1], undo)
+
+    async def _undo(self, order: c.OrderPlaced, ctx: bus.Context, undo: list[str]) -> None:
+        """The compensations of a failed outcome; each is idempotent per order, so a
+        rerun (or the other run of a duplicate) may do them again."""
+        if c.REFUNDED_PAYMENT in undo:  # it may have charged before the reply got lost
+            refund = c.Refund(order.order_id, order.total_cents)
+            await ctx.publish(self.cfg.topic(c.PAYMENT_REFUND), refund, key=order.order_id)
+        if c.RELEASED_STOCK in undo:
+            await self._ask(ctx, c.STOCK_RELEASE, c.ReleaseStock(order.order_id), c.Released)
 
     async def _reserve(self, order: c.OrderPlaced, ctx: bus.Context, last: bool) -> None:
         try:
@@ -72,7 +119,7 @@ class Checkout:
         except (bus.RequestTimeout, bus.RemoteError):
             if not last:
                 raise  # the bus runs the saga again
-            await self._release(order, ctx)  # the reservation may have landed
+            # The reservation may have landed: release it.
             raise StepFailed("inventory unavailable", [c.RELEASED_STOCK]) from None
         assert isinstance(reply, c.Reservation)
         if reply.reason == c.ALREADY_RELEASED:  # a run before this one failed the order
@@ -89,20 +136,11 @@ class Checkout:
             unknown = isinstance(exc, bus.RequestTimeout)
             if (unknown or exc.error_type == TRANSIENT) and not last:  # type: ignore[union-attr]
                 raise  # the bus runs the saga again; reserve and charge are idempotent
-            undone = [c.RELEASED_STOCK]
-            if unknown:  # it may have charged before the reply got lost: refund it
-                refund = c.Refund(order.order_id, order.total_cents)
-                await ctx.publish(self.cfg.topic(c.PAYMENT_REFUND), refund, key=order.order_id)
-                undone.insert(0, c.REFUNDED_PAYMENT)
-            await self._release(order, ctx)
-            raise StepFailed("payment provider unavailable", undone) from None
+            undo = [c.REFUNDED_PAYMENT, c.RELEASED_STOCK] if unknown else [c.RELEASED_STOCK]
+            raise StepFailed("payment provider unavailable", undo) from None
         assert isinstance(reply, c.ChargeResult)
         if not reply.approved:
-            await self._release(order, ctx)
             raise StepFailed(reply.reason, [c.RELEASED_STOCK])
-
-    async def _release(self, order: c.OrderPlaced, ctx: bus.Context) -> None:
-        await self._ask(ctx, c.STOCK_RELEASE, c.ReleaseStock(order.order_id), c.Released)
 
 
 checkout = Checkout(Config.from_env())

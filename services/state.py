@@ -8,6 +8,7 @@ the message it handles (``bus.Transaction``), and any number of instances share 
 | ``shop_stock`` | inventory | units left per sku, seeded from ``SHOP_STOCK`` once |
 | ``shop_holds`` | inventory | one per order it saw: ``reserved``, ``refused`` or ``released`` |
 | ``shop_charges`` | payments | the pretend provider's answer per order (its idempotency key) |
+| ``shop_checkouts`` | checkout | the saga's outcome per order, recorded by its first run |
 
 The SQL is written once with ``?`` parameters and runs on both stores: ``Db`` turns them
 into PostgreSQL's ``$n`` when the connection is asyncpg's. Tables are created, and the
@@ -38,7 +39,10 @@ _TABLES = (
     "reason TEXT NOT NULL, lines TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS shop_charges (order_id TEXT PRIMARY KEY, "
     "approved INTEGER NOT NULL, reason TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS shop_checkouts (order_id TEXT PRIMARY KEY, "
+    "succeeded INTEGER NOT NULL, reason TEXT NOT NULL, compensations TEXT NOT NULL)",
 )
+_NEWEST = "shop_checkouts"  # a store whose tables predate it gets the missing ones made
 _SEED = "INSERT INTO shop_stock (sku, units) VALUES (?, ?) ON CONFLICT (sku) DO NOTHING"
 _PARAM = re.compile(r"\?")
 
@@ -90,10 +94,10 @@ class Tables:
             return db
         if db.pg:
             await db.execute("SELECT pg_advisory_xact_lock(hashtext('shop_tables'))")
-            found = await db.fetchrow("SELECT to_regclass('shop_charges') IS NOT NULL")
+            found = await db.fetchrow(f"SELECT to_regclass('{_NEWEST}') IS NOT NULL")
         else:
             found = await db.fetchrow(
-                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'shop_charges'"
+                f"SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = '{_NEWEST}'"
             )
         if found[0]:
             self.ready = True

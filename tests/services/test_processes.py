@@ -85,7 +85,8 @@ def deployment(cfg: Config, logs: Path) -> Iterator[tuple[dict[str, Process], st
     store = ["--store", str(cfg.store)]
     procs = {}
     for name, module in specs.items():
-        argv = [*run, *(store if module in SCALED else []), f"services.{module}:service"]
+        stateful = module in SCALED or module == "checkout"  # the saga records its outcome
+        argv = [*run, *(store if stateful else []), f"services.{module}:service"]
         procs[name] = Process(name, argv, env, logs)
     port = free_port()
     gateway = [sys.executable, "-m", "services.gateway", "--port", str(port)]
