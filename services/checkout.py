@@ -34,6 +34,9 @@ from services.state import Tables
 
 log = logging.getLogger("services.checkout")
 TRANSIENT = c.error_name(c.TransientPaymentError)
+# A release is asked this often within one run before the run fails: a reply lost when a
+# broker node dies would otherwise spend a whole attempt (and the last dead-letters).
+RELEASE_TRIES = 3
 
 
 class StepFailed(Exception):
@@ -109,7 +112,14 @@ class Checkout:
             refund = c.Refund(order.order_id, order.total_cents)
             await ctx.publish(self.cfg.topic(c.PAYMENT_REFUND), refund, key=order.order_id)
         if c.RELEASED_STOCK in undo:
-            await self._ask(ctx, c.STOCK_RELEASE, c.ReleaseStock(order.order_id), c.Released)
+            release = c.ReleaseStock(order.order_id)
+            for tries_left in reversed(range(RELEASE_TRIES)):
+                try:
+                    await self._ask(ctx, c.STOCK_RELEASE, release, c.Released)
+                    break
+                except bus.RequestTimeout:  # a reply lost in a failover: ask again
+                    if not tries_left:
+                        raise
 
     async def _reserve(self, order: c.OrderPlaced, ctx: bus.Context, last: bool) -> None:
         try:
