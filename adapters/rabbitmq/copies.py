@@ -18,9 +18,8 @@ import msgspec
 from adapters.rabbitmq.convert import properties
 from adapters.rabbitmq.errors import Unroutable, publish_error
 from adapters.rabbitmq.link import ChannelKeeper
-from adapters.rabbitmq.overdue import Overdue
 from adapters.rabbitmq.publish import PUBLISH_TIMEOUT, publish
-from adapters.rabbitmq.topology import Topology, delay_bucket_ms
+from adapters.rabbitmq.topology import Topology
 from bus.errors import BusError
 from bus.message import Message
 
@@ -45,19 +44,12 @@ class Copier:
     """Sends copies on the transport's confirmed publishing channel."""
 
     def __init__(
-        self,
-        publisher: ChannelKeeper,
-        topology: Topology,
-        user: str,
-        *,
-        bounded: bool,
-        overdue: Overdue | None = None,
+        self, publisher: ChannelKeeper, topology: Topology, user: str, *, bounded: bool
     ) -> None:
         self._publisher = publisher
         self._topology = topology
         self._user = user
         self._bounded = bounded  # the queues have a max_length: a nack means full
-        self._overdue = overdue  # quorum delay queues: watched for retries left behind
 
     async def send(self, route: Route, message: Message, delay: float | None) -> None:
         """Publish ``message``, confirmed: to the dead-letter queue (``delay`` None),
@@ -101,8 +93,6 @@ class Copier:
             mandatory=True,
             nack_means_full=self._bounded,
         )
-        if self._overdue is not None and delay is not None and delay > 0:
-            self._overdue.sent(target, delay_bucket_ms(delay) / 1000)
 
     async def _heal(self, route: Route, delay: float | None) -> bool:
         """Declare the missing destination; True when it is a delay queue (declared by

@@ -26,7 +26,6 @@ from adapters.rabbitmq.copies import Copier, Route
 from adapters.rabbitmq.errors import broker_error, is_transient, publish_error
 from adapters.rabbitmq.inbox import DIRECT_REPLY_TO, RabbitInbox
 from adapters.rabbitmq.link import CLOSE_TIMEOUT, ChannelKeeper, Link
-from adapters.rabbitmq.overdue import Overdue
 from adapters.rabbitmq.publish import (
     PUBLISH_TIMEOUT,
     ChannelSource,
@@ -64,14 +63,11 @@ class RabbitTransport:
             self._topic_publisher = ChannelKeeper(
                 self._link, _nothing, confirms=False, what="the unconfirmed publishing channel"
             )
-        quorum = self.config.queue_type == "quorum"
-        self._overdue = Overdue(self._link) if quorum else None
         self._copier = Copier(
             self._publisher,
             self._topology,
             self.config.user,
             bounded=self.config.max_length is not None,
-            overdue=self._overdue,
         )
         self._consumers: set[RabbitConsumer] = set()
         self._inboxes: dict[str, RabbitInbox] = {}
@@ -98,8 +94,6 @@ class RabbitTransport:
             await inbox.close()
         for consumer in list(self._consumers):
             await consumer.close()
-        if self._overdue is not None:
-            await self._overdue.close()
         await self._topic_publisher.close()
         await self._publisher.close()
         await self._link.close()

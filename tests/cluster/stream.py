@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import aiormq
 import anyio
 import msgspec
 
@@ -164,7 +163,8 @@ async def back_or_held(
 
     Retries whose quorum delay queue changed leader are at risk on RabbitMQ 3.10.8: their
     dead-lettering can be stranded (rabbitmq-server#7677), and expired retries were seen
-    left ready in the queue. If ``done`` does not hold within ``wait`` seconds, the
+    left ready in the queue for good (neither a restart of its members nor a basic.get
+    let them out). If ``done`` does not hold within ``wait`` seconds, the
     operator's recovery (README, "Running on a cluster": restart the members of the
     delay queues) is applied and ``done`` awaited again; if it still does not hold, the
     delay queues whose names hold ``queues`` must hold at least the missing retries: held
@@ -182,13 +182,6 @@ async def back_or_held(
             await anyio.sleep(0.05)
     if done():
         return f"back after the operator's recovery (held before it: {before})"
-    held = await anyio.to_thread.run_sync(cluster.queues, queues)
-    nudged = await nudge(cluster, [line.split("\t")[0] for line in held])
-    with anyio.move_on_after(10):
-        while not done():
-            await anyio.sleep(0.05)
-    if done():
-        return f"back after a basic.get on their queue (held: {held}; got: {nudged})"
     listed = await anyio.to_thread.run_sync(cluster.queues, queues)
     held = sum(int(line.split("\t")[2]) for line in listed)
     if held >= missing():
@@ -223,21 +216,7 @@ async def recover_stranded(
         seen = now
 
 
-async def nudge(cluster: RabbitCluster, queues: list[str]) -> list[str]:
-    """A ``basic.get`` on each of ``queues`` (given straight back if it returns one): a
-    command that makes a quorum queue look at its messages' TTLs again. Returns what each
-    get found."""
-    node = next(n for n in cluster.nodes if n.running)
-    connection = await aiormq.connect(node.url("guest", "guest"))
-    found = []
-    try:
-        channel = await connection.channel()
-        for queue in queues:
-            got = await channel.basic_get(queue, no_ack=False)
-            tag = getattr(got.delivery, "delivery_tag", None) if got is not None else None
-            found.append(f"{queue}: {'a message' if tag else 'nothing'}")
-            if tag:
-                await channel.basic_nack(tag, requeue=True)
-    finally:
-        await connection.close()
-    return found
+async def held_in_delay_queues(cluster: RabbitCluster, containing: str) -> int:
+    """Messages in the quorum delay queues whose names hold ``containing``."""
+    listed = await anyio.to_thread.run_sync(cluster.queues, containing)
+    return sum(int(line.split("\t")[2]) for line in listed if ":delay:" in line)
