@@ -9,6 +9,7 @@ import sys
 
 import anyio
 
+import bus
 from services.config import Config
 from services.gateway.server import serving
 
@@ -29,7 +30,7 @@ def cli() -> None:
         anyio.run(main, args.host, args.port)
     except KeyboardInterrupt:
         pass
-    except RuntimeError as exc:
+    except bus.BusError as exc:  # it cannot start: a port taken, a broker unreachable
         sys.exit(f"gateway: error: {exc}")
 
 
