@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+import uuid
 from typing import Any
 
 import anyio
@@ -78,6 +79,29 @@ async def place(client: httpx.AsyncClient, body: dict[str, Any], deadline: float
             out.compensations = order["compensations"]
     out.latency = time.perf_counter() - started
     return out
+
+
+RETRIED = (502, 503, 504)  # the API says: POST again with the same Idempotency-Key
+
+
+async def place_until_answered(
+    base_url: str, api_key: str, body: dict[str, Any], *, deadline: float
+) -> Outcome:
+    """POST one order (again on 502/503/504, with one Idempotency-Key, as the API asks)
+    and follow it to a final state for up to ``deadline`` seconds; the outcome's
+    ``http_errors`` lists every refusal on the way."""
+    headers = {"x-api-key": api_key, "idempotency-key": uuid.uuid4().hex}
+    refused: list[int] = []
+    async with httpx.AsyncClient(
+        base_url=base_url, headers=headers, timeout=POLL_WAIT + 30.0
+    ) as client:
+        while True:
+            out = await place(client, body, deadline=deadline)
+            if out.order_id or not out.http_errors or out.http_errors[-1] not in RETRIED:
+                out.http_errors[:0] = refused
+                return out
+            refused += out.http_errors
+            await anyio.sleep(0.2)
 
 
 async def run_load(

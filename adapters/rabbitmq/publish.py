@@ -63,6 +63,7 @@ async def publish(
     can only fail to come if the connection dies, which aiormq reports (heartbeats catch
     a silent peer), and then the slow path below takes over.
     """
+    nacks_left = 2 if nack_means_full else None
     raw = source.now()
     if raw is not None:
         try:
@@ -75,19 +76,12 @@ async def publish(
             )
             return
         except Exception as exc:
-            if not (is_transient(exc) or nacked(exc)):
-                raise publish_error(exc, _where(exchange, routing_key)) from None
             if nacked(exc):
                 source.renew(raw)
-                return await _publish_patiently(
-                    source,
-                    body,
-                    properties,
-                    exchange=exchange,
-                    routing_key=routing_key,
-                    mandatory=mandatory,
-                    nacks_left=1 if nack_means_full else None,
-                )
+                if nacks_left is not None:
+                    nacks_left -= 1
+            elif not is_transient(exc):
+                raise publish_error(exc, _where(exchange, routing_key)) from None
     await _publish_patiently(
         source,
         body,
@@ -95,7 +89,7 @@ async def publish(
         exchange=exchange,
         routing_key=routing_key,
         mandatory=mandatory,
-        nacks_left=2 if nack_means_full else None,
+        nacks_left=nacks_left,
     )
 
 

@@ -21,17 +21,15 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-import uuid
 from collections import Counter
 
 import anyio
-import httpx
 import pytest
 
 from brokers.rabbitmq_cluster import RabbitCluster
 from services import contracts as c
 from services.config import STYLES
-from services.load import POLL_WAIT, Outcome, make_order, place
+from services.load import Outcome, make_order, place_until_answered
 from tests.cluster.stream import held_in_delay_queues, recover_stranded, wait_for
 from tests.conformance.helpers import unique
 from tests.services.conftest import running_shop, shop_config
@@ -40,26 +38,8 @@ from tests.services.test_flow import SCARCE, STOCK, dead_letter_count
 ORDERS = 40
 CONCURRENCY = 8
 DEADLINE = 120.0  # for all the orders; each takes ~15 s at worst here
-RETRIED = (502, 503, 504)  # the API says: POST again with the same Idempotency-Key
 
 pytestmark = pytest.mark.slow
-
-
-async def place_until_answered(base_url: str, api_key: str, body: dict[str, object]) -> Outcome:
-    """POST one order (again on 502/503/504, with one Idempotency-Key) and follow it to a
-    final state; the outcome's ``http_errors`` lists every refusal on the way."""
-    headers = {"x-api-key": api_key, "idempotency-key": uuid.uuid4().hex}
-    refused: list[int] = []
-    async with httpx.AsyncClient(
-        base_url=base_url, headers=headers, timeout=POLL_WAIT + 30.0
-    ) as client:
-        while True:
-            out = await place(client, body, deadline=60.0)
-            if out.order_id or not out.http_errors or out.http_errors[-1] not in RETRIED:
-                out.http_errors[:0] = refused
-                return out
-            refused += out.http_errors
-            await anyio.sleep(0.2)
 
 
 def bus_status(url: str) -> str:
@@ -90,7 +70,9 @@ async def test_the_shop_loses_no_order_when_its_node_dies(
 
         async def worker() -> None:
             for body in todo:
-                outcomes.append(await place_until_answered(base_url, cfg.api_key, body))
+                outcomes.append(
+                    await place_until_answered(base_url, cfg.api_key, body, deadline=60.0)
+                )
 
         async with anyio.create_task_group() as workers:
             for _ in range(CONCURRENCY):

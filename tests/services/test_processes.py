@@ -19,18 +19,16 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-import httpx
 import pytest
 
 from services import contracts as c
 from services.config import STYLES, Config, Style
-from services.load import POLL_WAIT, Outcome, make_order, place
+from services.load import Outcome, make_order, place_until_answered
 from services.payments import UNAVAILABLE
 from tests.services.conftest import shop_config, wait_healthy
 from tests.store.conftest import new_schema
@@ -40,7 +38,6 @@ START_DEADLINE = 60.0
 REASONS = {"", "card declined", UNAVAILABLE}
 STOCK = {"widget": 10_000, "gadget": 10_000}
 ORDERS = 80
-RETRIED = (502, 503, 504)  # the API says: POST again with the same Idempotency-Key
 SCALED = ("orders", "inventory", "payments")
 
 
@@ -129,30 +126,13 @@ async def kill_when_busy(procs: dict[str, Process], charges: int) -> float:
     return time.monotonic()
 
 
-async def place_until_answered(base_url: str, api_key: str, body: dict[str, object]) -> Outcome:
-    """POST one order (again on 502/503/504, with one Idempotency-Key) and follow it to a
-    final state; ``http_errors`` lists every refusal on the way."""
-    headers = {"x-api-key": api_key, "idempotency-key": uuid.uuid4().hex}
-    refused: list[int] = []
-    async with httpx.AsyncClient(
-        base_url=base_url, headers=headers, timeout=POLL_WAIT + 30.0
-    ) as client:
-        while True:
-            out = await place(client, body, deadline=90.0)
-            if out.order_id or not out.http_errors or out.http_errors[-1] not in RETRIED:
-                out.http_errors[:0] = refused
-                return out
-            refused += out.http_errors
-            await anyio.sleep(0.2)
-
-
 async def run_load(base_url: str, api_key: str, outcomes: list[Outcome]) -> None:
     rng = random.Random(1)
     todo = iter([make_order(rng, n, declined=0.1) for n in range(ORDERS)])
 
     async def worker() -> None:
         for body in todo:
-            outcomes.append(await place_until_answered(base_url, api_key, body))
+            outcomes.append(await place_until_answered(base_url, api_key, body, deadline=90.0))
 
     async with anyio.create_task_group() as workers:
         for _ in range(8):
