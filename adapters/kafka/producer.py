@@ -16,6 +16,7 @@ import asyncio
 import contextvars
 import logging
 import ssl
+from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
@@ -31,6 +32,7 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
+from adapters.kafka.batches import Batches
 from adapters.kafka.config import KafkaConfig
 from adapters.kafka.convert import Headers
 from adapters.kafka.deadlines import Deadlines
@@ -92,6 +94,7 @@ class Producer:
         self._producer: AIOKafkaProducer | None = None
         self.idempotent = False
         self._deadlines = Deadlines(config.publish_timeout_ms / 1000)
+        self._batches: Batches | None = None
 
     def _new(self, idempotent: bool) -> AIOKafkaProducer:
         return AIOKafkaProducer(
@@ -140,7 +143,7 @@ class Producer:
             probing[0] = False  # later errors of this producer's tasks are shown
             _probing.reset(token)
             _connecting.reset(causes_token)
-        self._producer = producer
+        self._started(producer)
 
     async def _start_plain(self) -> None:
         producer = self._new(idempotent=False)
@@ -153,7 +156,19 @@ class Producer:
             raise await self._cannot_connect(exc, causes) from None
         finally:
             _connecting.reset(token)
+        self._started(producer)
+
+    def _started(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
+        self._batches = Batches(producer, self._deadlines.watch, self._failure)
+
+    def _failure(self, topic: str, exc: BaseException) -> BaseException:
+        """The bus error for a shared batch that failed."""
+        if isinstance(exc, KafkaTimeoutError | RequestTimedOutError):
+            return self._unconfirmed(topic)
+        if isinstance(exc, KafkaError):
+            return _refused(topic, exc)
+        return PublishError(f"the broker did not take a message for {topic!r}: {exc}")
 
     async def _cannot_connect(
         self, exc: BaseException, causes: list[BaseException]
@@ -163,6 +178,9 @@ class Producer:
         return ConnectionLost(f"cannot connect to {config.redacted}: {cause}")
 
     async def stop(self) -> None:
+        if self._batches is not None:
+            batches, self._batches = self._batches, None
+            await batches.close(self._config.publish_timeout_ms / 1000)
         await self._deadlines.close()
         if self._producer is not None:
             producer, self._producer = self._producer, None
@@ -174,13 +192,18 @@ class Producer:
         """Queue every record, then return once the broker holds them all (acks=all):
         the batch is pipelined instead of one round trip per record."""
         producer = self._connected(topic)
-        futures: list[asyncio.Future[object]] = []
+        batches = self._batches
+        futures: list[asyncio.Future[Any]] = []
         watch = self._deadlines.watch
         try:
             for value, key, headers in records:
-                future = await producer.send(topic, value, key=key, headers=headers)
-                watch(future)
-                futures.append(future)
+                queued = batches.add(topic, value, key, headers) if batches else None
+                if queued is None:
+                    future = await producer.send(topic, value, key=key, headers=headers)
+                    watch(future)
+                    futures.append(future)
+                else:
+                    futures.append(queued)
             for future in futures:
                 await future
         except (KafkaTimeoutError, RequestTimedOutError) as exc:
@@ -189,6 +212,30 @@ class Producer:
         except KafkaError as exc:
             _forget(futures)
             raise _refused(topic, exc) from exc
+        except BaseException:
+            _forget(futures)
+            raise
+
+    def queue(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> asyncio.Future[None] | None:
+        """The future of ``value`` queued in a shared batch (see batches.py): it fails with
+        the bus's error if the batch does. None when the topic's partitions are not known
+        yet: ``send`` then waits for them."""
+        batches = self._batches
+        if batches is None:
+            raise PublishError(f"not connected: cannot publish to {topic!r}")
+        return batches.add(topic, value, key, headers, partition)
+
+    def forget(self, topic: str) -> None:
+        """The topic was made again: its partitions are read again at the next send."""
+        if self._batches is not None:
+            self._batches.forget(topic)
 
     async def send(
         self,
@@ -201,6 +248,9 @@ class Producer:
         """Return once the broker holds the record (acks=all). ``partition`` skips the
         partitioner where the caller knows it (a one-partition reply topic)."""
         producer = self._connected(topic)
+        if queued := self.queue(topic, value, key, headers, partition):
+            await queued
+            return
         future = None
         try:
             future = await producer.send(

@@ -96,10 +96,18 @@ class KafkaTransport:
         if not self._topics.known(topic):  # a set look-up, not a coroutine, per message
             await self._ready(topic)
         key, headers = to_record(message)
+        producer = self._producer
         try:
-            await self._producer.send(topic, message.body, key, headers)
+            # Queued in a batch shared with concurrent publishes (batches.py); the slow
+            # way only while the topic's partitions are not known yet.
+            queued = producer.queue(topic, message.body, key, headers)
+            if queued is not None:
+                await queued
+            else:
+                await producer.send(topic, message.body, key, headers)
         except PublishError:
             self._topics.forget(topic)  # made again before the next send (topics.py)
+            producer.forget(topic)
             raise
 
     async def publish_many(self, topic: str, messages: Sequence[Message]) -> None:
@@ -112,6 +120,7 @@ class KafkaTransport:
             await self._producer.send_many(topic, records)
         except PublishError:
             self._topics.forget(topic)
+            self._producer.forget(topic)
             raise
 
     async def consume(
