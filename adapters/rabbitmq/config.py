@@ -13,6 +13,7 @@ Query options the adapter reads (all optional); any other query parameter (``hea
 
 - ``exchange``: the topic exchange topics are published to (default ``bus``)
 - ``prefetch``: unsettled deliveries per consumer, overriding what the core asks for
+  (twice the handler concurrency: bus.bus.PREFETCH_PER_HANDLER)
 - ``queue_type``: ``classic`` (default) or ``quorum`` (replicated clusters)
 - ``confirm``: ``true`` (default) waits for publisher confirms; ``false`` returns once
   written to the socket, which gives up the guarantee that ``publish`` means "held"

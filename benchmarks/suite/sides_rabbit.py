@@ -2,8 +2,9 @@
 
 Persistent messages published with publisher confirms (many callers awaiting one publish
 each on one confirm channel; a batch is published together and awaited together); a
-callback consumer per queue on its own channel, prefetch = handler concurrency (aio-pika
-runs each delivery's callback as a task, so the prefetch is what bounds concurrency),
+callback consumer per queue on its own channel with the bus's credit (prefetch = twice
+the handler concurrency, as ``bus.bus.PREFETCH_PER_HANDLER``; aio-pika runs each
+delivery's callback as a task, and a semaphore bounds the handlers to the concurrency),
 decode into the same Struct, await the handler, then ``message.ack()``; request-reply
 over direct reply-to with a future per call, the responder publishing each reply
 (confirmed) before it acks the request."""
@@ -22,6 +23,7 @@ from benchmarks.suite import drive
 from benchmarks.suite.drive import ConsumeJob, uid
 from benchmarks.suite.model import WARM, Payload, decode, encode, noop
 from benchmarks.suite.track import Latencies, Tracker
+from bus.bus import PREFETCH_PER_HANDLER
 
 JSON = "application/json"
 REPLY_TO = "amq.rabbitmq.reply-to"
@@ -101,9 +103,10 @@ class RabbitRaw:
             await self._queues(conn, topics)
             for topic in topics:  # subscribed first, as the bus is
                 channel = await conn.channel()
-                await channel.set_qos(prefetch_count=job.workers)
+                await channel.set_qos(prefetch_count=job.workers * PREFETCH_PER_HANDLER)
                 queue = await channel.get_queue(self.queue(topic))
-                await queue.consume(self._callback(tracker, topic, job.retry))
+                handlers = asyncio.Semaphore(job.workers)
+                await queue.consume(self._callback(tracker, topic, job.retry, handlers))
             exchange = await self._publisher(conn)
             pairs = job.interleaved()
 
@@ -115,14 +118,17 @@ class RabbitRaw:
             return await tracker.run(job.timeout)
 
     @staticmethod
-    def _callback(tracker: Tracker, topic: str, retry: bool):  # type: ignore[no-untyped-def]
+    def _callback(  # type: ignore[no-untyped-def]
+        tracker: Tracker, topic: str, retry: bool, handlers: asyncio.Semaphore
+    ):
         async def on_message(message: AbstractIncomingMessage) -> None:
-            p = decode(message.body)
-            if retry:
-                await drive.retry_in_place(lambda x: tracker.handle(topic, x), p)
-            else:
-                await tracker.handle(topic, p)
-            await message.ack()
+            async with handlers:
+                p = decode(message.body)
+                if retry:
+                    await drive.retry_in_place(lambda x: tracker.handle(topic, x), p)
+                else:
+                    await tracker.handle(topic, p)
+                await message.ack()
 
         return on_message
 
