@@ -78,11 +78,18 @@ class KafkaInbox:
 
     async def _read(self) -> None:
         retrying = retrying_reads(f"reading inbox {self.address}")
+        client = self._client
         while True:
             try:
-                batches: dict[TopicPartition, list[Any]] = await retrying(
-                    self._client.getmany, self._tp, timeout_ms=1000
-                )
+                # Straight to the client; the retry schedule only once it failed (entering
+                # tenacity for every fetch cost more than a small fetch of replies).
+                try:
+                    batches: dict[TopicPartition, list[Any]] = await client.getmany(
+                        self._tp, timeout_ms=1000
+                    )
+                except KafkaError as exc:
+                    log.warning("reading inbox %s failed, retrying: %s", self.address, exc)
+                    batches = await retrying(client.getmany, self._tp, timeout_ms=1000)
             except ConsumerStoppedError:
                 return
             for records in batches.values():
