@@ -18,7 +18,7 @@ from bus.dead_letter import DeadLetter
 from bus.dispatch import Runner
 from bus.errors import BusError, ConfigError, MessageTooLarge
 from bus.handling import Handle, Handling
-from bus.message import JSON, MSGPACK, PAYLOAD_TYPE, Message, new_id
+from bus.message import JSON, MSGPACK, PAYLOAD_TYPE, TRACEPARENT, Message, new_id
 from bus.observed import observed
 from bus.registry import open_transport
 from bus.requests import Requests
@@ -366,11 +366,18 @@ class Bus:
         message_id = new_id()
         telemetry = self._telemetry
         if telemetry.tracing:
-            # Headers are made inside the span: they carry it as the handler's parent.
-            with telemetry.publish_span(topic, message_id, correlation_id):
-                await self._transport.publish(
-                    topic, self._message(payload, body, message_id, key, headers, correlation_id)
-                )
+            carried = telemetry.unsampled()
+            if carried is None:
+                # Headers are made inside the span: they carry it as the handler's parent.
+                with telemetry.publish_span(topic, message_id, correlation_id, decided=True):
+                    await self._transport.publish(
+                        topic,
+                        self._message(payload, body, message_id, key, headers, correlation_id),
+                    )
+            else:  # a span the SDK would not sample: none, its trace context carried on
+                message = self._message(payload, body, message_id, key, headers, correlation_id)
+                message.headers[TRACEPARENT] = carried  # not handed out yet
+                await self._transport.publish(topic, message)
         else:
             await self._transport.publish(
                 topic, self._message(payload, body, message_id, key, headers, correlation_id)

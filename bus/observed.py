@@ -10,12 +10,15 @@ import time
 
 from opentelemetry import trace
 
+from bus import telemetry
 from bus.dead_letter import describe, type_name
 from bus.handling import Handle, Outcome, attempt_of
 from bus.outcome import classify
 from bus.service import Subscription
 from bus.telemetry import Telemetry
 from bus.transport import Delivery
+
+_UNSAMPLED = trace.INVALID_SPAN  # records nothing, as the span the SDK would not start
 
 
 def observed(handle: Handle, sub: Subscription, tel: Telemetry) -> Handle:
@@ -24,25 +27,59 @@ def observed(handle: Handle, sub: Subscription, tel: Telemetry) -> Handle:
     attrs = {"messaging.destination.name": topic, "messaging.consumer.group.name": group}
     metering = tel.metering
     running = tel.running(topic, group) if metering else None
+    handled = tel.tally("handled", topic, group) if metering else None
+    tracing = tel.tracing
+    unsampled = tel.extract_unsampled
+    attach, detach = telemetry.attach, telemetry.detach
+    perf_counter = time.perf_counter
 
     async def handle_observed(delivery: Delivery) -> Outcome:
-        started = time.perf_counter()
+        message = delivery.message
+        upstream = unsampled(message.headers) if tracing else None
+        if upstream is not None:
+            # A trace the SDK does not sample: no span, and no duration recorded (see the
+            # module); its context is current, so what the handler publishes carries the
+            # same trace and decision on.
+            token = attach(upstream)
+            if running is not None:
+                running.value += 1
+            try:
+                outcome = await handle(delivery)
+            finally:
+                detach(token)
+                if running is not None:
+                    running.value -= 1
+            if outcome.kind == "handled" and outcome.exc is None:
+                if handled is not None:
+                    handled.value += 1
+            else:
+                _record(_UNSAMPLED, tel, outcome, topic, group)
+            return outcome
+        started = perf_counter()
         if running is not None:
             running.value += 1
+        # The handler runs inside the span: what it publishes carries it as parent.
+        scope = None
+        if tracing:
+            attempt = attempt_of(message.headers, delivery.redeliveries)
+            scope = tel.process_scope(topic, group, message, attempt)
+        span = scope.span if scope is not None else None
+        sampled = span is not None and span.is_recording()
+        failed: BaseException | None = None
         try:
-            # The handler runs inside the span: what it publishes carries it as parent.
-            message = delivery.message
-            with tel.process_span(topic, group, message) as span:
-                if span.is_recording():
-                    attempt = attempt_of(message.headers, delivery.redeliveries)
-                    span.set_attribute("messaging.delivery.attempt", attempt)
-                outcome = await handle(delivery)
-                _record(span, tel, outcome, topic, group)
-                return outcome
+            outcome = await handle(delivery)
+            _record(span or _UNSAMPLED, tel, outcome, topic, group)
+            return outcome
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
+            if scope is not None:
+                scope.close(failed)
             if running is not None:
                 running.value -= 1
-                tel.timed(attrs, started)
+                if sampled or not tracing:
+                    tel.timed(attrs, started)
 
     return handle_observed
 
