@@ -129,9 +129,16 @@ class Bus:
         self.settle_timeout = settle_timeout
         self.close_timeout = close_timeout
         self.content_type = content_type
-        self.presence_interval = (
-            presence.interval_from_env() if presence_interval == "env" else presence_interval
-        )
+        if presence_interval == "env":
+            presence_interval = presence.interval_from_env()
+        elif presence_interval is not None and not (
+            isinstance(presence_interval, int | float) and 0 <= presence_interval < float("inf")
+        ):
+            raise ConfigError(
+                f"presence_interval={presence_interval!r}: use a finite number of seconds, "
+                "or 0 or None to turn presence off"
+            )
+        self.presence_interval = presence_interval or None
         self._announcer: presence.Announcer | None = None
         self._transport: Transport = open_transport(self.url)
         self._store = _store_for(store, self.services)

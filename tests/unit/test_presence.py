@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import pytest
 
 import bus
 from bus import presence
@@ -55,3 +56,13 @@ async def test_a_survey_leaves_no_group_behind() -> None:
 def test_silent_when_the_last_word_is_older_than_two_intervals() -> None:
     a = presence.Announcement("s", "s-1", "h", 1, [], "t", "t", interval=0.1)
     assert presence.Instance(a, silent_for=0.3).status == "silent"
+
+
+@pytest.mark.parametrize("interval", [-5, float("nan"), float("inf"), "5"])
+def test_a_bad_presence_interval_given_to_bus_is_a_config_error(interval: object) -> None:
+    with pytest.raises(bus.ConfigError, match="presence_interval"):
+        bus.Bus("memory://", presence_interval=interval)  # type: ignore[arg-type]
+
+
+def test_a_presence_interval_of_zero_turns_presence_off() -> None:
+    assert bus.Bus("memory://", presence_interval=0).presence_interval is None
