@@ -129,7 +129,9 @@ class RabbitTransport:
         route = Route(topic=topic, group=group, queue=queue, dlq=dlq, ephemeral=ephemeral)
         count = self.config.prefetch or prefetch
 
-        consumer = RabbitConsumer(functools.partial(self._copier.send, route), ephemeral=ephemeral)
+        consumer = RabbitConsumer(
+            functools.partial(self._copier.send, route), ephemeral=ephemeral, prefetch=count
+        )
 
         async def setup(channel: AbstractChannel) -> None:
             if ephemeral:

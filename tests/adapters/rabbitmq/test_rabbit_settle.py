@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import aio_pika
 import anyio
+import anyio.lowlevel
 import pytest
 
 from adapters.rabbitmq import RabbitTransport, topology
@@ -187,3 +188,45 @@ async def test_a_returned_message_keeps_the_redeliveries_it_already_had(
     assert (d.message.headers, d.redeliveries) == ({"bus-attempt": "3"}, 0)
     await d.ack()
     await third.close()
+
+
+async def test_settles_made_while_stopping_land_after_the_cancel(
+    typed_transport: RabbitTransport,
+    names: tuple[str, str],
+    plain: aio_pika.abc.AbstractChannel,
+) -> None:
+    """While stopping, a consumer holds every ack and nack (an ack frees a prefetch slot the
+    queue would refill during the cancel, and a quorum queue returns such a message
+    counted): each still lands once the cancel is confirmed."""
+    t = typed_transport
+    topic, group = names
+    queue = topology.group_queue(t.config, topic, group)
+    consumer = await t.consume(topic, group, prefetch=5)
+    for i in range(6):
+        await t.publish(topic, msg(b"%d" % i))
+    done, failed = await take(consumer), await take(consumer)  # two handlers at work
+    await wait_all_pushed_but(plain, queue, 1)  # b"2".."4" prefetched, b"5" ready
+    with anyio.fail_after(DEADLINE):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(consumer.stop_fetching)
+            while consumer.fetching:  # until the stop has begun (its cancel has not)
+                await anyio.lowlevel.checkpoint()
+            await done.ack()  # both handlers finish during the stop
+            await failed.give_back()
+    await consumer.close()
+
+    successor = await t.consume(topic, group, prefetch=10)
+    got = sorted([await take(successor) for _ in range(5)], key=lambda d: d.message.body)
+    assert [d.message.body for d in got] == [b"1", b"2", b"3", b"4", b"5"], "b'0' acked"
+    assert [d.redeliveries for d in got] == [1, 0, 0, 0, 0], "only the given-back counted"
+    for d in got:
+        await d.ack()
+    await successor.close()
+    assert await ready(plain, queue) == 0
+
+
+async def wait_all_pushed_but(plain: aio_pika.abc.AbstractChannel, queue: str, left: int) -> None:
+    """Until the broker has pushed all but ``left`` of ``queue`` to its consumer."""
+    with anyio.fail_after(DEADLINE):
+        while await ready(plain, queue) > left:
+            await anyio.sleep(0.02)
