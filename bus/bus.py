@@ -61,6 +61,13 @@ def _check_headers(headers: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+async def _stop_fetching(runner: Runner) -> None:
+    try:
+        await runner.consumer.stop_fetching()
+    except Exception as exc:  # closing gives it back all the same
+        log.warning("stopping a consumer's intake failed: %s", exc)
+
+
 def _store_for(url: str | None, services: list[Service]) -> Store | None:
     """The store named by ``url`` (unopened), or None; idempotent handlers need one."""
     if url is None:
@@ -270,11 +277,10 @@ class Bus:
             for runner in self._runners:
                 runner.stop_intake()
             with anyio.move_on_after(deadline):
-                for runner in self._runners:
-                    try:
-                        await runner.consumer.stop_fetching()
-                    except Exception as exc:  # closing gives it back all the same
-                        log.warning("stopping a consumer's intake failed: %s", exc)
+                # All at once: a stop may wait until its broker has nothing in flight.
+                async with anyio.create_task_group() as tg:
+                    for runner in self._runners:
+                        tg.start_soon(_stop_fetching, runner)
             with anyio.move_on_after(deadline):
                 for runner in self._runners:
                     await runner.done.wait()
