@@ -7,6 +7,7 @@ report gives the median of the per-round ratios with its spread."""
 from __future__ import annotations
 
 import asyncio
+import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -292,6 +293,20 @@ async def telemetry_rows(ctx: Context) -> list[Result]:
     result = inner.result("telemetry", "publish + handle, SDK 10% / no SDK", 0.1, "msg/s", got,
                           messages=n, callers=callers)  # fmt: skip
     result.note = "both sides are the bus: with the SDK over without it"
+    # What the SDK alone costs per sampled message bounds the ratio, whatever the bus
+    # does: a run at R msg/s without the SDK reaches at best 1 / (1 + 0.1 * floor * R).
+    floors = sides["bus"].sdk_us
+    plain = [r for r in result.rounds.get("raw", []) if r]
+    if floors and plain:
+        floor = statistics.median(floors)
+        best = [1 / (1 + 0.1 * floor / 1e6 * rate) for rate in plain]
+        result.extra["sdk_us_per_sampled_message"] = round(floor, 1)
+        result.extra["best_possible_ratio"] = round(statistics.median(best), 2)
+        result.note += (
+            f"; the SDK alone spends {floor:.0f} us on a sampled message (two spans, one "
+            f"histogram record), which caps the ratio at about {statistics.median(best):.2f} "
+            "at this rate"
+        )
     return [result]
 
 

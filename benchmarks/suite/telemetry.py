@@ -8,8 +8,12 @@ in-memory reader.
 
     python -m benchmarks.suite.telemetry URL N CALLERS SIZE [--sampler 0.1]
 
-prints one JSON line: {"rate": messages/s, "spans": spans exported}. Started by the
-scenario (benchmarks/suite/scenarios.py), not by hand.
+prints one JSON line: {"rate": messages/s, "spans": spans exported, "sdk_us": ...}.
+With the SDK, ``sdk_us`` is what the SDK alone spends on one sampled message, measured in
+the same process after the run (no bus code: a producer span and a consumer span with the
+bus's attributes, and one histogram record): the part of the cost no instrumentation
+can avoid, from which the scenario derives the ratio the bus could reach at best. Started
+by the scenario (benchmarks/suite/scenarios.py), not by hand.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ class Child:
     def __init__(self, name: str, sampler: float | None) -> None:
         self.name = name
         self.sampler = sampler
+        self.sdk_us: list[float] = []  # per run, with the SDK: see sdk_floor()
 
     async def run(self, url: str, n: int, callers: int, size: int) -> float:
         args = [url, str(n), str(callers), str(size)]
@@ -55,7 +60,10 @@ class Child:
             raise
         if child.returncode != 0:
             raise RuntimeError(f"telemetry run failed ({child.returncode}): {err.decode()[-2000:]}")
-        return float(json.loads(out.decode().strip().splitlines()[-1])["rate"])
+        got = json.loads(out.decode().strip().splitlines()[-1])
+        if got.get("sdk_us") is not None:
+            self.sdk_us.append(float(got["sdk_us"]))
+        return float(got["rate"])
 
 
 def install_sdk(ratio: float) -> Any:
@@ -107,6 +115,36 @@ async def measure(url: str, n: int, callers: int, size: int) -> float:
         return n / (time.perf_counter() - started)
 
 
+def sdk_floor(system: str, n: int = 3000) -> float:
+    """Microseconds the installed SDK spends on one sampled message with no bus code: the
+    publish and process spans with the attributes the bus gives them, and one duration
+    record (best of three runs of ``n``)."""
+    from opentelemetry import metrics, trace
+
+    tracer = trace.get_tracer("bus-floor")
+    histogram = metrics.get_meter("bus-floor").create_histogram("floor.duration", "s")
+    sent = {
+        "messaging.system": system, "messaging.operation.type": "send",
+        "messaging.operation.name": "publish", "messaging.destination.name": "t",
+        "messaging.message.id": "0" * 32,
+    }  # fmt: skip
+    handled = {
+        "messaging.system": system, "messaging.operation.type": "process",
+        "messaging.destination.name": "t", "messaging.consumer.group.name": "g",
+        "messaging.message.id": "0" * 32, "messaging.delivery.attempt": 1,
+    }  # fmt: skip
+    where = {"messaging.destination.name": "t", "messaging.consumer.group.name": "g"}
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(n):
+            tracer.start_span("publish t", kind=trace.SpanKind.PRODUCER, attributes=sent).end()
+            tracer.start_span("process t", kind=trace.SpanKind.CONSUMER, attributes=handled).end()
+            histogram.record(0.001, where)
+        best = min(best, (time.perf_counter() - started) / n * 1e6)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("url")
@@ -118,13 +156,14 @@ def main() -> None:
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)  # tansu refuses idempotence
     exporter = install_sdk(args.sampler) if args.sampler is not None else None
     rate = asyncio.run(measure(args.url, args.n, args.callers, args.size))
-    spans = 0
+    spans, sdk_us = 0, None
     if exporter is not None:
         from opentelemetry import trace
 
         trace.get_tracer_provider().force_flush()  # type: ignore[attr-defined]
         spans = len(exporter.get_finished_spans())
-    print(json.dumps({"rate": rate, "spans": spans}), flush=True)
+        sdk_us = sdk_floor(args.url.split(":", 1)[0])
+    print(json.dumps({"rate": rate, "spans": spans, "sdk_us": sdk_us}), flush=True)
 
 
 if __name__ == "__main__":
