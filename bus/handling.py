@@ -12,16 +12,17 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
+import msgspec
 
 from bus import codec, logs
 from bus.clock import REAL, Clock
 from bus.context import Context, Speaker
 from bus.dead_letter import type_name
 from bus.errors import DecodeError
-from bus.message import ATTEMPT, DEADLINE
+from bus.message import ATTEMPT, DEADLINE, JSON, Message
 from bus.outcome import settle_failure
 from bus.requests import Requests
 from bus.service import Subscription
@@ -54,6 +55,9 @@ SKIPPED = Outcome("skipped")
 GIVEN_BACK = Outcome("given_back")
 
 Handle = Callable[[Delivery], Awaitable[Outcome]]
+
+_DECODERS = 16  # content types a Handling keeps a decoder for
+_current_set = logs.current.set
 
 
 def attempt_of(headers: Mapping[str, str], redeliveries: int) -> int:
@@ -102,23 +106,57 @@ class Handling:
         self._settle_timeout = settle_timeout
         self._handler = sub.handler
         self._payload_type = sub.payload_type
+        self._reply = sub.reply
+        self._wants_context = sub.wants_context
+        self._topic = sub.topic
+        self._group = sub.group
+        # The decoder for each content type seen (a handful; bounded against a producer
+        # sending ever new ones), so the hot path is one dict probe and one call.
+        self._decoders: dict[str | None, codec.Decode] = {}
+
+    def _decode(self, message: Message) -> Any:
+        """The payload of ``message`` (DecodeError if it has none the handler takes),
+        through a decoder kept for its content type."""
+        content_type = message.content_type
+        decode = self._decoders.get(content_type)
+        if decode is None:
+            canonical = codec.normalize(content_type)
+            if canonical is None and self._payload_type is not bytes:
+                return codec.decode(message.body, self._payload_type, content_type)  # raises
+            decode = codec.decoder(self._payload_type, canonical or JSON)
+            if len(self._decoders) < _DECODERS:
+                self._decoders[content_type] = decode
+        try:
+            return decode(message.body)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            # Again, for the DecodeError saying what was wrong.
+            return codec.decode(message.body, self._payload_type, content_type)
 
     async def __call__(self, delivery: Delivery) -> Outcome:
-        sub = self._sub
         message = delivery.message
-        logs.current.set((message.id, message.correlation_id, sub.topic, sub.group))
-        attempt = attempt_of(message.headers, delivery.redeliveries)
-        if sub.reply and expired(message.headers, self._now):
+        _current_set((message.id, message.correlation_id, self._topic, self._group))
+        if self._reply and expired(message.headers, self._now):
             log.info(
                 "skipped request %s on %s: its caller stopped waiting",
-                message.id, sub.topic, extra={"message_id": message.id, "topic": sub.topic},
+                message.id, self._topic, extra={"message_id": message.id, "topic": self._topic},
             )  # fmt: skip
             await self._settle(delivery, delivery.ack())
             return SKIPPED
+        # The attempt is read only where it is used (a Context, a failure): the common
+        # case, a handler without a Context that succeeds, never needs it.
+        attempt = 0
         try:
-            payload = codec.decode(message.body, self._payload_type, message.content_type)
-            if sub.wants_context:
-                ctx = Context(self._speaker, message, sub.topic, sub.group, attempt)
+            decode = self._decoders.get(message.content_type)
+            if decode is not None:  # a content type seen before: one call
+                try:
+                    payload = decode(message.body)
+                except (msgspec.DecodeError, UnicodeDecodeError):
+                    payload = self._decode(message)  # raises the DecodeError
+            else:
+                payload = self._decode(message)
+            if self._wants_context:
+                attempt = attempt_of(message.headers, delivery.redeliveries)
+                ctx = Context(self._speaker, message, self._topic, self._group, attempt)
                 result = await self._handler(payload, ctx)
             else:
                 result = await self._handler(payload)
@@ -132,7 +170,7 @@ class Handling:
             return await self._failed(delivery, exc, attempt)
         except Exception as exc:
             return await self._failed(delivery, exc, attempt)
-        if sub.reply:
+        if self._reply:
             await self._replies.reply(message, result)
         try:  # no timer on the hot path: an ack waits on no broker round trip
             await delivery.ack()
@@ -142,7 +180,10 @@ class Handling:
         return HANDLED
 
     async def _failed(self, delivery: Delivery, exc: BaseException, attempt: int) -> Outcome:
+        """``attempt`` 0: not read yet."""
         sub = self._sub
+        if not attempt:
+            attempt = attempt_of(delivery.message.headers, delivery.redeliveries)
         if sub.reply:
             # The caller learns of it now; only poison input is also parked.
             await self._replies.reply_error(delivery.message, exc)

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
 
 import tenacity
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -37,7 +38,7 @@ from adapters.kafka.convert import from_record
 from adapters.kafka.delivery import KafkaDelivery
 from adapters.kafka.marks import Marks
 from adapters.kafka.offsets import PartitionOffsets
-from adapters.kafka.partition import Partition
+from adapters.kafka.partition import Item, Partition
 from adapters.kafka.pauses import Pauses
 from adapters.kafka.readahead import ReadAhead
 from adapters.kafka.rebalance import Rebalance, revoke_bound
@@ -130,6 +131,7 @@ class KafkaConsumer:
         self._stopped = False
         self._closed = False
         self._tasks: list[asyncio.Task[None]] = []
+        self._coordinator: Any = None  # aiokafka's, made by its start (_in_group)
 
     @property
     def assigned(self) -> asyncio.Event:
@@ -144,6 +146,8 @@ class KafkaConsumer:
     async def start(self) -> None:
         await self._claims.marks.start()
         await self._client.start()
+        coordinator = getattr(self._client, "_coordinator", None)
+        self._coordinator = coordinator if hasattr(coordinator, "generation") else None
         self._client.subscribe(self._topics, listener=self._rebalance)
         loop = asyncio.get_running_loop()
         self._tasks = [
@@ -158,17 +162,29 @@ class KafkaConsumer:
 
     def poll(self) -> KafkaDelivery | None:
         """The next delivery if one is at hand, else None (the core's fast path)."""
-        if self._stopped or not self._in_group():
+        coordinator = self._coordinator  # _in_group, inlined: this runs per record
+        if self._stopped or (coordinator is not None and coordinator.generation < 0):
             return None
-        item = self._ahead.take()
-        if item is None:
+        ahead = self._ahead
+        ready = ahead.ready
+        if not ready:
             return None
-        part, offset, message, given = item
+        part, offset, message, given = ready[0]
+        if not part.owned:  # revoked: ReadAhead.take skips what it holds
+            item = ahead.take()
+            if item is None:
+                return None
+            part, offset, message, given = item
+        else:
+            ready.popleft()
+            if ahead.filling and len(ready) <= ahead.low_water:
+                ahead.room_made()
         part.held += 1
         if offset > part.handed:
             part.handed = offset
-        redone = 1 if offset < part.redone else 0
-        return KafkaDelivery(self, part, offset, message, redone + given, given)
+        # Read by an earlier owner (below its mark): one redelivery, however often.
+        redeliveries = given + 1 if offset < part.redone else given
+        return KafkaDelivery(self, part, offset, message, redeliveries, given)
 
     async def __anext__(self) -> KafkaDelivery:
         while True:
@@ -207,15 +223,17 @@ class KafkaConsumer:
         """False once aiokafka learnt this member was dropped from its group (it resets
         the generation), until it rejoins: its partitions may be another's by now, and
         the revocation that drops their records comes only with the rejoin."""
-        coordinator = getattr(self._client, "_coordinator", None)
-        return coordinator is None or getattr(coordinator, "generation", 0) >= 0
+        coordinator = self._coordinator
+        return coordinator is None or coordinator.generation >= 0
 
     def settle(self, part: Partition, offset: int) -> None:
         """A handed-out record is done with (acked, retried or dead-lettered)."""
         if not part.live:
             return  # revoked meanwhile: its next owner gets it again
         part.offsets.settle(offset)
-        self._release(part)
+        part.held -= 1
+        if not part.held:
+            self._rebalance.settled.set()
         self._commits.dirty = True
 
     def give_back(self, part: Partition, offset: int, message: Message, given: int) -> None:
@@ -288,25 +306,27 @@ class KafkaConsumer:
             await self._claims.before_handout(batches)
         now_ms = time.time() * 1000
         ahead = self._ahead
+        stopped = self._stopped
         for tp, records in batches.items():
             part = self._parts.get(tp)
-            if part is None:
+            if part is None or not records:
                 continue
-            offsets = part.offsets
-            for record in records:
-                offset: int = record.offset  # type: ignore[attr-defined]
-                try:
-                    offsets.take(offset)
-                except ValueError:  # the position went back (a reset): start afresh
-                    offsets = part.offsets = PartitionOffsets()
-                    offsets.take(offset)
-                if self._stopped:
-                    continue  # taken (so never committed past), never handed out
+            offsets: list[int] = [record.offset for record in records]  # type: ignore[attr-defined]
+            try:
+                part.offsets.take_all(offsets)
+            except ValueError:  # the position went back (a reset): start afresh
+                part.offsets = PartitionOffsets()
+                part.offsets.take_all(offsets)
+            if stopped:
+                continue  # taken (so never committed past), never handed out
+            items: list[Item] = []
+            for record, offset in zip(records, offsets, strict=True):
                 message, due = from_record(record)
                 if due is not None and due > now_ms:
                     self._timers.retry((part, offset, message, 0), (due - now_ms) / 1000 + 0.001)
                 else:
-                    ahead.append((part, offset, message, 0))
+                    items.append((part, offset, message, 0))
+            ahead.extend(items)
         ahead.wake(len(ahead))
 
     # -- stopping ------------------------------------------------------------------

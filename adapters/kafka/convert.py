@@ -14,7 +14,7 @@ id it was logged under through its retries, dead letter and replay.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from bus.message import JSON, Message
@@ -90,24 +90,34 @@ def _copy(message: Message, native: Native) -> tuple[bytes | None, Headers]:
 
 
 def from_record(record: Any) -> tuple[Message, int | None]:
-    """The Message a consumed record carries, and its due time (epoch ms) if it has one."""
+    """The Message a consumed record carries, and its due time (epoch ms) if it has one.
+
+    On every consumed record (the intake's hot path): UTF-8 values are decoded strictly
+    (the cheapest call); a null value or one that is not UTF-8 sends the whole record down
+    the tolerant path (``_text``)."""
+    try:
+        return _from_record(record, _utf8)
+    except (TypeError, UnicodeDecodeError):
+        return _from_record(record, _text)
+
+
+def _from_record(record: Any, text: Callable[[Any], str]) -> tuple[Message, int | None]:
     message_id = correlation_id = reply_to = content_type = due = None
     headers: dict[str, str] = {}
     raw_headers = record.headers
     for name, raw in raw_headers:
-        value = raw.decode("utf-8", "replace") if raw is not None else ""
-        if name not in _OWN:
-            headers[name] = value
+        if name not in _OWN:  # the last repeat of a name wins
+            headers[name] = text(raw)
         elif name == MESSAGE_ID:
-            message_id = value
+            message_id = text(raw)
         elif name == CONTENT_TYPE:
-            content_type = value
+            content_type = text(raw)
         elif name == CORRELATION_ID:
-            correlation_id = value
+            correlation_id = text(raw)
         elif name == REPLY_TO:
-            reply_to = value
+            reply_to = text(raw)
         else:
-            due = value
+            due = text(raw)
     key = record.key
     value = record.value
     message = Message(
@@ -118,6 +128,10 @@ def from_record(record: Any) -> tuple[Message, int | None]:
         correlation_id=correlation_id,
         reply_to=reply_to,
         content_type=content_type or JSON,
-        native=Native(raw_headers, key),
+        native=_native(Native, (raw_headers, key)),  # Native(...) without its Python __new__
     )
     return message, int(due) if due and due.isdigit() else None
+
+
+_native = tuple.__new__
+_utf8 = bytes.decode  # strict UTF-8: raises on a null value or bytes that are not UTF-8

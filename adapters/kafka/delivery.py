@@ -7,6 +7,8 @@ import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+import msgspec
+
 from bus.errors import BusError, PublishError
 from bus.message import Message
 
@@ -17,40 +19,24 @@ if TYPE_CHECKING:
 log = logging.getLogger("bus.kafka")
 
 
-class KafkaDelivery:
+class KafkaDelivery(msgspec.Struct, eq=False):
     """bus.transport.Delivery for a Kafka record.
 
     ``redeliveries`` is 1 for a record an earlier owner read and did not commit (the
     handed-out marks of marks.py tell), else 0, plus how often this member gave it back:
     Kafka keeps no per-record count.
+
+    A msgspec Struct, not a class with ``__init__``: one is made per record handed out,
+    and a Struct's constructor runs in C (a third of the cost). Compared by identity.
     """
 
-    __slots__ = (
-        "_consumer",
-        "_given",
-        "_offset",
-        "_part",
-        "_settled",
-        "message",
-        "redeliveries",
-    )
-
-    def __init__(
-        self,
-        consumer: KafkaConsumer,
-        part: Partition,
-        offset: int,
-        message: Message,
-        redeliveries: int = 0,
-        given: int = 0,
-    ) -> None:
-        self.message = message
-        self.redeliveries = redeliveries
-        self._consumer = consumer
-        self._part = part
-        self._offset = offset
-        self._given = given  # how often this member gave the record back before
-        self._settled = False
+    _consumer: KafkaConsumer
+    _part: Partition
+    _offset: int
+    message: Message
+    redeliveries: int = 0
+    _given: int = 0  # how often this member gave the record back before
+    _settled: bool = False
 
     async def ack(self) -> None:
         if not self._settled:

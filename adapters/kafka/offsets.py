@@ -27,16 +27,30 @@ class PartitionOffsets:
         self._open.append(offset)
         self._next = offset + 1
 
+    def take_all(self, offsets: list[int]) -> None:
+        """``take`` each of ``offsets`` (increasing, as one fetch returns them)."""
+        if not offsets:
+            return
+        if self._next is not None and offsets[0] < self._next:
+            raise ValueError(f"offset {offsets[0]} taken after {self._next - 1}")
+        self._open.extend(offsets)
+        self._next = offsets[-1] + 1
+
     def settle(self, offset: int) -> None:
         """Record ``offset`` as handled (acked, retried or dead-lettered)."""
-        if not self._open or offset < self._open[0]:
+        taken = self._open
+        if not taken:
             return  # already settled
-        if offset == self._open[0]:
-            self._open.popleft()
-            while self._open and self._open[0] in self._done:
-                self._done.discard(self._open.popleft())
-        else:
+        first = taken[0]
+        if offset == first:
+            taken.popleft()
+            done = self._done
+            if done:
+                while taken and taken[0] in done:
+                    done.discard(taken.popleft())
+        elif offset > first:
             self._done.add(offset)
+        # else: below the head, already settled
 
     @property
     def position(self) -> int | None:

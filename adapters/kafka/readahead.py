@@ -24,37 +24,43 @@ class ReadAhead:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.low_water = limit // 2
-        self._ready: deque[Item] = deque()
+        self.ready: deque[Item] = deque()
+        """Oldest first; the member's ``poll`` takes from it directly (``take`` inlined)."""
         # Oldest first: a record wakes one worker, not all (a shared Event woke every
         # idle worker of the pool for each small fetch).
         self._idle: deque[asyncio.Future[None]] = deque()
         self._room = asyncio.Event()
+        self.filling = False  # the fetch loop waits in ``room``: ``take`` may wake it
 
     def __len__(self) -> int:
-        return len(self._ready)
+        return len(self.ready)
 
     @property
     def full(self) -> bool:
         """Enough is read ahead: fetch no more until it is down to ``low_water``."""
-        return len(self._ready) > self.low_water
+        return len(self.ready) > self.low_water
 
     def append(self, item: Item) -> None:
         """Add a record after those read (the caller wakes workers)."""
-        self._ready.append(item)
+        self.ready.append(item)
+
+    def extend(self, items: list[Item]) -> None:
+        """Add records after those read, in order (the caller wakes workers)."""
+        self.ready.extend(items)
 
     def put_back(self, item: Item) -> None:
         """Add a record before all others (one given back), and wake a worker for it."""
-        self._ready.appendleft(item)
+        self.ready.appendleft(item)
         self.wake(1)
 
     def take(self) -> Item | None:
         """The oldest record of a partition still assigned, or None."""
-        ready = self._ready
+        ready = self.ready
         while ready:
             item = ready.popleft()
             if not item[0].owned:
                 continue
-            if len(ready) <= self.low_water:
+            if self.filling and len(ready) <= self.low_water:
                 self._room.set()
             return item
         return None
@@ -62,11 +68,11 @@ class ReadAhead:
     def drop(self, tps: Iterable[TopicPartition]) -> None:
         """Forget the records of ``tps`` (revoked): their next owner reads them again."""
         gone = set(tps)
-        self._ready = deque(item for item in self._ready if item[0].tp not in gone)
+        self.ready = deque(item for item in self.ready if item[0].tp not in gone)
         self._room.set()
 
     def clear(self) -> None:
-        self._ready.clear()
+        self.ready.clear()
         self._room.set()
 
     async def wait(self) -> None:
@@ -103,6 +109,14 @@ class ReadAhead:
         if not self.full:
             return
         self._room.clear()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self._room.wait()
+        self.filling = True
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._room.wait()
+        finally:
+            self.filling = False
+
+    def room_made(self) -> None:
+        """Handing out brought the read-ahead down to ``low_water``: wake the fetch loop."""
+        self._room.set()
