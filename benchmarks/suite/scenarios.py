@@ -301,11 +301,11 @@ async def telemetry_rows(ctx: Context) -> list[Result]:
         floor = statistics.median(floors)
         best = [1 / (1 + 0.1 * floor / 1e6 * rate) for rate in plain]
         result.extra["sdk_us_per_sampled_message"] = round(floor, 1)
-        result.extra["best_possible_ratio"] = round(statistics.median(best), 2)
+        cap = statistics.median(best)
+        result.extra["best_possible_ratio"] = round(cap, 2)
         result.note += (
-            f"; the SDK alone spends {floor:.0f} us on a sampled message (two spans, one "
-            f"histogram record), which caps the ratio at about {statistics.median(best):.2f} "
-            "at this rate"
+            f"; {ctx.adapter}: the SDK alone spends {floor:.0f} us on a sampled message (two "
+            f"spans, one histogram record), which caps the ratio at about {cap:.2f} at this rate"
         )
     return [result]
 
