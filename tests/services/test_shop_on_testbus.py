@@ -69,4 +69,6 @@ async def test_orders_end_confirmed_or_compensated_through_retries_and_timeouts(
             assert [d async for d in t.dead_letters(topic, group=group)] == []
         if t.virtual:
             assert t.now >= cfg.backoff  # a backoff of seconds went by on the virtual clock
-            assert wall < 1.0, f"{wall:.3f}s of wall time"
+            # ...in a fraction of it on the wall clock (a real clock would take all of it;
+            # a fixed bound fails on a machine busy with other work)
+            assert wall < t.now / 3, f"{wall:.3f}s of wall time for {t.now:.1f}s of virtual time"
