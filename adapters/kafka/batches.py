@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -166,11 +167,16 @@ class Batches:
             except Exception as exc:
                 _fail(taken, self._failed(topic, exc))
                 continue
-            self._watch(sent)
-            sent.add_done_callback(lambda done, taken=taken: self._settle(topic, done, taken))
+            # The deadline is watched on a future of our own: send_batch's is a shield,
+            # which raises InvalidStateError in the loop when the client fails the batch
+            # in the turn the deadline failed it.
+            confirmed: asyncio.Future[None] = loop.create_future()
+            sent.add_done_callback(functools.partial(_relay, confirmed))
+            self._watch(confirmed)
+            confirmed.add_done_callback(functools.partial(self._settle, topic, taken=taken))
 
     def _settle(
-        self, topic: str, done: asyncio.Future[Any], taken: list[asyncio.Future[None]]
+        self, topic: str, done: asyncio.Future[Any], *, taken: list[asyncio.Future[None]]
     ) -> None:
         if done.cancelled():
             _fail(taken, self._failed(topic, ProducerClosing()))
@@ -248,6 +254,19 @@ def _fill(batch: Any, queue: deque[Record], taken: list[asyncio.Future[None]]) -
             return
         queue.popleft()
         taken.append(future)
+
+
+def _relay(confirmed: asyncio.Future[None], sent: asyncio.Future[Any]) -> None:
+    """The outcome of a sent batch onto ``confirmed``, unless its deadline came first."""
+    exc = None if sent.cancelled() else sent.exception()  # retrieved either way
+    if confirmed.done():
+        return
+    if sent.cancelled():
+        confirmed.cancel()
+    elif exc is not None:
+        confirmed.set_exception(exc)
+    else:
+        confirmed.set_result(None)
 
 
 def _wake(lane: _Lane) -> None:
