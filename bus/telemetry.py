@@ -376,20 +376,13 @@ class Telemetry:
     def extract_unsampled(self, headers: Mapping[str, str]) -> context.Context | None:
         """The context of a message whose trace the SDK does not sample, read without the
         general propagator; None when the message takes the general path (sampled, no or
-        a foreign trace context, trace state, baggage), or the sampler is not known.
-        (``_parse`` and ``_remote`` in one: this runs for most messages.)"""
-        raw = headers.get(TRACEPARENT)
-        if raw is None or self._sampling is None or _TRACESTATE in headers or _BAGGAGE in headers:
+        a foreign trace context, trace state, baggage), or the sampler is not known."""
+        if self._sampling is None:
             return None
-        found = _TRACEPARENT_00.fullmatch(raw)
-        if found is None:
+        ids = _parse(headers)
+        if ids is None or ids[2] & 1:
             return None
-        flags = int(found[3], 16)
-        trace_id, span_id = int(found[1], 16), int(found[2], 16)
-        if flags & 1 or not (trace_id and span_id):
-            return None
-        upstream = trace.SpanContext(trace_id, span_id, True, trace.TraceFlags(flags))
-        return context.Context({_SPAN_KEY: trace.NonRecordingSpan(upstream)})
+        return _remote(*ids)
 
     def process_scope(self, topic: str, group: str, message: Message, attempt: int) -> ProcessScope:
         return ProcessScope(self, topic, group, message, attempt)

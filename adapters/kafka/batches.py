@@ -91,31 +91,28 @@ class Batches:
             state = self._start(topic)
             if state is None:
                 return None
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        record: Record = (value, key, headers, future)
-        # A lane idles only once it found its queues empty, so only the first record
-        # queued since then needs to wake it.
-        if partition is not None:  # the caller's choice (a reply topic's one partition)
-            lane = state.lanes.get(partition)
-            if lane is None:
-                future.cancel()
-                return None
-            lane.keyed.append(record)
-            if len(lane.keyed) == 1:
-                _wake(lane)
-        elif key is None:
+        future: asyncio.Future[None]
+        if key is None and partition is None:
+            future = asyncio.get_running_loop().create_future()
             unkeyed = state.unkeyed
-            unkeyed.append(record)
+            unkeyed.append((value, key, headers, future))
+            # A lane idles only once it found its queues empty, so only the first record
+            # queued since then needs to wake them.
             if len(unkeyed) == 1:
                 order, turn = state.order, state.turn
                 for i in range(len(order)):  # the lane whose turn it is runs first
                     _wake(order[(turn + i) % len(order)])
-        else:
+            return future
+        if partition is None:  # keyed: where the default partitioner puts it
             parts = state.parts
-            lane = state.lanes[parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]]
-            lane.keyed.append(record)
-            if len(lane.keyed) == 1:
-                _wake(lane)
+            partition = parts[(murmur2(key) & 0x7FFFFFFF) % len(parts)]
+        lane = state.lanes.get(partition)  # or the caller's (a reply topic's one partition)
+        if lane is None:
+            return None
+        future = asyncio.get_running_loop().create_future()
+        lane.keyed.append((value, key, headers, future))
+        if len(lane.keyed) == 1:
+            _wake(lane)
         return future
 
     def _start(self, topic: str) -> _Topic | None:

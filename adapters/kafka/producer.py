@@ -163,7 +163,7 @@ class Producer:
         self._batches = Batches(producer, self._deadlines.watch, self._failure)
 
     def _failure(self, topic: str, exc: BaseException) -> BaseException:
-        """The bus error for a shared batch that failed."""
+        """The bus error for a send, or a shared batch, that failed."""
         if isinstance(exc, KafkaTimeoutError | RequestTimedOutError):
             return self._unconfirmed(topic)
         if isinstance(exc, KafkaError):
@@ -191,29 +191,17 @@ class Producer:
     ) -> None:
         """Queue every record, then return once the broker holds them all (acks=all):
         the batch is pipelined instead of one round trip per record."""
-        producer = self._connected(topic)
-        batches = self._batches
         futures: list[asyncio.Future[Any]] = []
-        watch = self._deadlines.watch
         try:
             for value, key, headers in records:
-                queued = batches.add(topic, value, key, headers) if batches else None
-                if queued is None:
-                    future = await producer.send(topic, value, key=key, headers=headers)
-                    watch(future)
-                    futures.append(future)
-                else:
-                    futures.append(queued)
+                queued = self.queue(topic, value, key, headers)
+                futures.append(queued or await self._send_slowly(topic, value, key, headers))
             for future in futures:
                 await future
-        except (KafkaTimeoutError, RequestTimedOutError) as exc:
+        except BaseException as exc:
             _forget(futures)
-            raise self._unconfirmed(topic) from exc
-        except KafkaError as exc:
-            _forget(futures)
-            raise _refused(topic, exc) from exc
-        except BaseException:
-            _forget(futures)
+            if isinstance(exc, KafkaError):
+                raise self._failure(topic, exc) from exc
             raise
 
     def queue(
@@ -226,11 +214,10 @@ class Producer:
     ) -> asyncio.Future[None] | None:
         """The future of ``value`` queued in a shared batch (see batches.py): it fails with
         the bus's error if the batch does. None when the topic's partitions are not known
-        yet: ``send`` then waits for them."""
+        yet (or the producer is stopping): ``send`` then takes the client's own way."""
+        self._connected(topic)
         batches = self._batches
-        if batches is None:
-            raise PublishError(f"not connected: cannot publish to {topic!r}")
-        return batches.add(topic, value, key, headers, partition)
+        return batches.add(topic, value, key, headers, partition) if batches else None
 
     def forget(self, topic: str) -> None:
         """The topic was made again: its partitions are read again at the next send."""
@@ -247,23 +234,33 @@ class Producer:
     ) -> None:
         """Return once the broker holds the record (acks=all). ``partition`` skips the
         partitioner where the caller knows it (a one-partition reply topic)."""
-        producer = self._connected(topic)
         if queued := self.queue(topic, value, key, headers, partition):
             await queued
             return
         future = None
         try:
-            future = await producer.send(
-                topic, value, key=key, headers=headers, partition=partition
-            )
-            self._deadlines.watch(future)
+            future = await self._send_slowly(topic, value, key, headers, partition)
             await future
-        except (KafkaTimeoutError, RequestTimedOutError) as exc:
+        except KafkaError as exc:
             if future is not None:
                 _forget([future])
-            raise self._unconfirmed(topic) from exc
-        except KafkaError as exc:
-            raise _refused(topic, exc) from exc
+            raise self._failure(topic, exc) from exc
+
+    async def _send_slowly(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes | None,
+        headers: Headers,
+        partition: int | None = None,
+    ) -> asyncio.Future[Any]:
+        """aiokafka's own send (it waits for the topic's metadata), its confirmation
+        watched by the deadlines."""
+        future: asyncio.Future[Any] = await self._connected(topic).send(
+            topic, value, key=key, headers=headers, partition=partition
+        )
+        self._deadlines.watch(future)
+        return future
 
     def _connected(self, topic: str) -> AIOKafkaProducer:
         if self._producer is None:
