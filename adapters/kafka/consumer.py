@@ -284,9 +284,24 @@ class KafkaConsumer:
             return
 
     async def _get(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[object]]:
-        """One poll, retried on failure (see ``_retrying``)."""
+        """One poll, retried on failure (see ``_retrying``). The common case is one call:
+        tenacity's loop is entered only once a poll failed (it costs more than a poll
+        that finds records waiting)."""
+        failed: Exception | None = None
+        try:
+            got: dict[TopicPartition, list[object]] = await self._client.getmany(
+                timeout_ms=timeout_ms, max_records=max(1, max_records)
+            )
+            return got
+        except ConsumerStoppedError:
+            raise
+        except Exception as exc:
+            failed = exc
         async for attempt in self._retrying:
             with attempt:
+                if failed is not None:  # the failure seen is the loop's first attempt
+                    seen, failed = failed, None
+                    raise seen
                 batches: dict[TopicPartition, list[object]] = await self._client.getmany(
                     timeout_ms=timeout_ms, max_records=max(1, max_records)
                 )

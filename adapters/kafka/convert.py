@@ -3,19 +3,22 @@
 A record from a foreign producer needs none of them: with no id header its id is
 ``topic-partition-offset`` (the same on every read), with no content type it is JSON.
 
-A consumed message keeps the record's raw headers and key in ``Message.native``, and a
-copy written from it (retry, dead letter, replay) starts from them: a header whose
-decoded value the core left unchanged is written as it was read, bytes that are not
-UTF-8, null values and every repeat of its key included; a changed or new one is
-written once as UTF-8; one the core removed is dropped. A missing content type stays
-missing. The id is always written (``bus-message-id``), so a foreign record keeps the
-id it was logged under through its retries, dead letter and replay.
+A consumed message keeps the record itself in ``Message.native`` (its raw headers and
+key; no copy of them is made per record), and a copy written from it (retry, dead
+letter, replay) starts from them: a header whose decoded value the core left unchanged
+is written as it was read, bytes that are not UTF-8, null values and every repeat of
+its key included; a changed or new one is written once as UTF-8; one the core removed
+is dropped. A missing content type stays missing. The id is always written
+(``bus-message-id``), so a foreign record keeps the id it was logged under through its
+retries, dead letter and replay.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka.structs import ConsumerRecord
 
 from bus.message import JSON, Message
 
@@ -30,13 +33,6 @@ _OWN = frozenset({MESSAGE_ID, CORRELATION_ID, REPLY_TO, CONTENT_TYPE, DUE})
 Headers = list[tuple[str, bytes]]
 
 
-class Native(NamedTuple):
-    """``Message.native`` of a consumed record: its headers and key as the broker held them."""
-
-    headers: Sequence[tuple[str, bytes | None]]
-    key: bytes | None
-
-
 def _text(raw: bytes | None) -> str:
     """A header value or key as the envelope reads it."""
     return raw.decode("utf-8", "replace") if raw is not None else ""
@@ -45,7 +41,7 @@ def _text(raw: bytes | None) -> str:
 def to_record(message: Message, extra: Headers | None = None) -> tuple[bytes | None, Headers]:
     """The record key and headers that carry ``message``."""
     native = message.native
-    if isinstance(native, Native):
+    if isinstance(native, ConsumerRecord):
         key, headers = _copy(message, native)
     else:
         key = message.key.encode() if message.key is not None else None
@@ -63,7 +59,7 @@ def to_record(message: Message, extra: Headers | None = None) -> tuple[bytes | N
     return key, headers
 
 
-def _copy(message: Message, native: Native) -> tuple[bytes | None, Headers]:
+def _copy(message: Message, native: ConsumerRecord[Any, Any]) -> tuple[bytes | None, Headers]:
     """Key and headers of a copy of a consumed record (the merge rule of the docstring)."""
     read = {name: _text(raw) for name, raw in native.headers}  # the last repeat wins, as read
     if CONTENT_TYPE in read:
@@ -128,10 +124,9 @@ def _from_record(record: Any, text: Callable[[Any], str]) -> tuple[Message, int 
         correlation_id=correlation_id,
         reply_to=reply_to,
         content_type=content_type or JSON,
-        native=_native(Native, (raw_headers, key)),  # Native(...) without its Python __new__
+        native=record,
     )
     return message, int(due) if due and due.isdigit() else None
 
 
-_native = tuple.__new__
 _utf8 = bytes.decode  # strict UTF-8: raises on a null value or bytes that are not UTF-8

@@ -11,12 +11,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import anyio
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 import bus
 from adapters.kafka import topics
 from adapters.kafka.config import parse
-from adapters.kafka.convert import DUE, MESSAGE_ID, Native, from_record, to_record
+from adapters.kafka.convert import DUE, MESSAGE_ID, from_record, to_record
 from bus.message import ATTEMPT, DLQ_PREFIX, FIRST_FAILED_AT, Message
 from tests.conformance.helpers import DEADLINE, letters_of, unique, wait_until
 
@@ -152,17 +152,16 @@ async def test_retry_dead_letter_and_replay_copies_of_a_foreign_record_are_byte_
     assert [ctx.attempt for ctx in seen] == [1, 2, 1, 2]
 
 
-class Record:
-    """A consumed record as from_record reads one (aiokafka's ConsumerRecord fields)."""
-
-    def __init__(self, headers: Sequence[tuple[str, bytes | None]], key: bytes | None) -> None:
-        self.topic, self.partition, self.offset = "t", 0, 7
-        self.headers, self.key, self.value = tuple(headers), key, b"{}"
+def record_of(
+    headers: Sequence[tuple[str, bytes | None]], key: bytes | None
+) -> ConsumerRecord[bytes, bytes]:
+    """A consumed record as aiokafka hands one out."""
+    return ConsumerRecord("t", 0, 7, 0, 0, key, b"{}", None, 0, 2, tuple(headers))
 
 
 def test_the_merge_keeps_unchanged_native_entries_and_writes_the_rest_as_utf8() -> None:
-    message, _ = from_record(Record([*SENT, ("content-type", b""), ("x-gone", b"\xff")], KEY))
-    assert isinstance(message.native, Native)
+    message, _ = from_record(record_of([*SENT, ("content-type", b""), ("x-gone", b"\xff")], KEY))
+    assert isinstance(message.native, ConsumerRecord)
     headers = {k: v for k, v in message.headers.items() if k != "x-gone"}
     headers["x-text"] = "changed"
     headers["x-new"] = "néw"
