@@ -19,7 +19,7 @@ from bus.dispatch import Runner
 from bus.errors import BusError, ConfigError, MessageTooLarge
 from bus.handling import Handle, Handling
 from bus.message import JSON, MSGPACK, PAYLOAD_TYPE, TRACEPARENT, Message, new_id
-from bus.observed import observed
+from bus.observed import Observed
 from bus.registry import open_transport
 from bus.requests import Requests
 from bus.service import Service, Subscription
@@ -243,10 +243,10 @@ class Bus:
             from bus.inbox import idempotent
 
             sub = idempotent(sub, self, self._store)
-        handle: Handle = Handling(sub, self, self._requests, self.settle_timeout, self.clock)
+        handling = Handling(sub, self, self._requests, self.settle_timeout, self.clock)
         if self._telemetry.tracing or self._telemetry.metering:
-            handle = observed(handle, sub, self._telemetry)
-        return handle
+            return Observed(handling, sub, self._telemetry)
+        return handling
 
     async def _run_host(self, ready: anyio.Event) -> None:
         try:

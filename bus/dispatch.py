@@ -10,6 +10,7 @@ never started stays unsettled, so the adapter gives it back to the group.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import anyio
@@ -17,7 +18,8 @@ import anyio.lowlevel
 import tenacity
 
 from bus.dead_letter import type_name
-from bus.handling import Handle
+from bus.handling import Handle, Handling
+from bus.observed import Observed
 from bus.service import Subscription
 from bus.transport import Consumer, Delivery
 
@@ -69,6 +71,12 @@ class Runner:
     async def _worker(self) -> None:
         consumer = self._consumer
         handle = self._handle
+        # The common case is run here, the handler awaited by the worker itself rather
+        # than inside a coroutine of the path's per message (a sixth of the Kafka
+        # consume path's time): ``begin`` gives the handler's awaitable, or None for
+        # the whole path. With telemetry, the same for messages the SDK does not sample.
+        handling = handle if isinstance(handle, Handling) else None
+        observed = handle if isinstance(handle, Observed) else None
         poll = getattr(consumer, "poll", None)
         polled = 0
         while not self._stopping:
@@ -76,7 +84,35 @@ class Runner:
                 ready: Delivery | None = poll()
                 if ready is not None:
                     try:  # zero-cost unless raised
-                        await handle(ready)
+                        if handling is not None:
+                            step = handling.begin(ready)
+                            if step is None:
+                                await handle(ready)
+                            else:
+                                try:
+                                    await step
+                                except (asyncio.CancelledError, Exception) as exc:
+                                    await handling.failed(ready, exc)
+                                else:
+                                    if not ready.ack_nowait():
+                                        await handling.handled(ready)
+                        elif observed is not None:
+                            begun = observed.begin(ready)
+                            if begun is None:
+                                await handle(ready)
+                            else:
+                                step, token = begun
+                                try:
+                                    await step
+                                except (asyncio.CancelledError, Exception) as exc:
+                                    await observed.failed(ready, exc, token)
+                                else:
+                                    if ready.ack_nowait():
+                                        observed.acked(token)
+                                    else:
+                                        await observed.handled(ready, token)
+                        else:
+                            await handle(ready)
                     except Exception:
                         await self._bug(ready)
                     polled += 1
@@ -87,7 +123,7 @@ class Runner:
             if delivery is None:
                 return
             try:
-                await handle(delivery)
+                await handle(delivery)  # the whole path: a worker that waited is not hot
             except Exception:
                 await self._bug(delivery)
 

@@ -4,6 +4,10 @@ The dispatch workers set ``current`` for each message they handle; ``MessageFilt
 copies it onto every record logged meanwhile, the handler's own records included, as
 ``message_id``, ``correlation_id``, ``topic`` and ``group``. The CLI installs the filter;
 an application adds it to its own handlers with ``handler.addFilter(MessageFilter())``.
+
+Until a MessageFilter is made, nothing reads ``current``, so the workers do not set it
+(``wanted``): a context variable set per message is a few percent of a short handler's
+path.
 """
 
 from __future__ import annotations
@@ -17,7 +21,16 @@ current: ContextVar[tuple[str, str | None, str, str] | None] = ContextVar(
 )
 
 
+wanted = False
+"""True once a MessageFilter exists: the workers then set ``current`` per message."""
+
+
 class MessageFilter(logging.Filter):
+    def __init__(self, name: str = "") -> None:
+        super().__init__(name)
+        global wanted
+        wanted = True
+
     def filter(self, record: logging.LogRecord) -> bool:
         handling = current.get()
         if handling is not None:

@@ -2,60 +2,135 @@
 
 A wrapper, not a second copy of the path: it sees only the delivery going in and the
 ``Outcome`` coming out. Used only when an OpenTelemetry SDK is installed.
+
+A message whose trace the SDK does not sample (most of them, at a production sampling
+ratio) gets no span and no duration record (see bus.telemetry): only its trace context
+is made current around the handler and the counters move. For those, ``begin`` and
+``handled``/``failed`` let the worker run the handler itself, as it does without an SDK
+(bus/dispatch.py); everything else goes through ``__call__``.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable
+from contextvars import Token
+from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import context, trace
 
 from bus import telemetry
 from bus.dead_letter import describe, type_name
-from bus.handling import Handle, Outcome, attempt_of
+from bus.handling import Handling, Outcome, attempt_of
 from bus.outcome import classify
 from bus.service import Subscription
 from bus.telemetry import Telemetry
 from bus.transport import Delivery
 
 _UNSAMPLED = trace.INVALID_SPAN  # records nothing, as the span the SDK would not start
+_attach, _detach = telemetry.attach, telemetry.detach
+
+Begun = tuple[Awaitable[Any], Token[context.Context]]
+"""The handler's awaitable and the token restoring the context its trace replaced."""
 
 
-def observed(handle: Handle, sub: Subscription, tel: Telemetry) -> Handle:
-    """``handle`` with telemetry for ``sub`` around it."""
-    topic, group = sub.topic, sub.group
-    attrs = {"messaging.destination.name": topic, "messaging.consumer.group.name": group}
-    metering = tel.metering
-    running = tel.running(topic, group) if metering else None
-    handled = tel.tally("handled", topic, group) if metering else None
-    tracing = tel.tracing
-    unsampled = tel.extract_unsampled
-    attach, detach = telemetry.attach, telemetry.detach
-    perf_counter = time.perf_counter
+class Observed:
+    """``Handling`` for one subscription with telemetry around it (see the module)."""
 
-    async def handle_observed(delivery: Delivery) -> Outcome:
+    def __init__(self, handling: Handling, sub: Subscription, tel: Telemetry) -> None:
+        self._handling = handling
+        self._tel = tel
+        self._topic, self._group = sub.topic, sub.group
+        self._attrs = {
+            "messaging.destination.name": sub.topic,
+            "messaging.consumer.group.name": sub.group,
+        }
+        metering = tel.metering
+        self._running = tel.running(sub.topic, sub.group) if metering else None
+        self._handled = tel.tally("handled", sub.topic, sub.group) if metering else None
+        self._tracing = tel.tracing
+        self._unsampled = tel.extract_unsampled
+
+    # -- a message the SDK does not sample: the worker runs the handler ------------
+
+    def begin(self, delivery: Delivery) -> Begun | None:
+        """As ``Handling.begin``, for a message whose trace the SDK does not sample: its
+        trace context is made current (until ``handled`` or ``failed``). None where
+        ``__call__`` must run instead."""
+        if not self._tracing:
+            return None
+        upstream = self._unsampled(delivery.message.headers)
+        if upstream is None:
+            return None
+        token = _attach(upstream)
+        step = self._handling.begin(delivery)
+        if step is None:
+            _detach(token)
+            return None
+        if self._running is not None:
+            self._running.value += 1
+        return step, token
+
+    async def handled(self, delivery: Delivery, token: Token[context.Context]) -> Outcome:
+        _detach(token)
+        try:
+            outcome = await self._handling.handled(delivery)
+        finally:
+            if self._running is not None:
+                self._running.value -= 1
+        self._count(outcome)
+        return outcome
+
+    async def failed(
+        self, delivery: Delivery, exc: BaseException, token: Token[context.Context]
+    ) -> Outcome:
+        _detach(token)
+        try:
+            outcome = await self._handling.failed(delivery, exc)
+        finally:
+            if self._running is not None:
+                self._running.value -= 1
+        self._count(outcome)
+        return outcome
+
+    def acked(self, token: Token[context.Context]) -> None:
+        """The handler returned and the delivery was acked at once (``ack_nowait``)."""
+        _detach(token)
+        if self._running is not None:
+            self._running.value -= 1
+        if self._handled is not None:
+            self._handled.value += 1
+
+    def _count(self, outcome: Outcome) -> None:
+        if outcome.kind == "handled" and outcome.exc is None:
+            if self._handled is not None:
+                self._handled.value += 1
+        else:
+            _record(_UNSAMPLED, self._tel, outcome, self._topic, self._group)
+
+    # -- every other message ---------------------------------------------------------
+
+    async def __call__(self, delivery: Delivery) -> Outcome:
+        tel, topic, group = self._tel, self._topic, self._group
+        running = self._running
         message = delivery.message
-        upstream = unsampled(message.headers) if tracing else None
+        tracing = self._tracing
+        upstream = self._unsampled(message.headers) if tracing else None
         if upstream is not None:
-            # A trace the SDK does not sample: no span, and no duration recorded (see the
-            # module); its context is current, so what the handler publishes carries the
-            # same trace and decision on.
-            token = attach(upstream)
+            # A trace the SDK does not sample (reached here when the handling path must
+            # run whole: a request, a new content type): no span, and no duration.
+            token = _attach(upstream)
             if running is not None:
                 running.value += 1
             try:
-                outcome = await handle(delivery)
+                outcome = await self._handling(delivery)
             finally:
-                detach(token)
+                _detach(token)
                 if running is not None:
                     running.value -= 1
-            if outcome.kind == "handled" and outcome.exc is None:
-                if handled is not None:
-                    handled.value += 1
-            else:
-                _record(_UNSAMPLED, tel, outcome, topic, group)
+            self._count(outcome)
             return outcome
-        started = perf_counter()
+        started = time.perf_counter()
         if running is not None:
             running.value += 1
         # The handler runs inside the span: what it publishes carries it as parent.
@@ -67,7 +142,7 @@ def observed(handle: Handle, sub: Subscription, tel: Telemetry) -> Handle:
         sampled = span is not None and span.is_recording()
         failed: BaseException | None = None
         try:
-            outcome = await handle(delivery)
+            outcome = await self._handling(delivery)
             _record(span or _UNSAMPLED, tel, outcome, topic, group)
             return outcome
         except BaseException as exc:
@@ -79,9 +154,7 @@ def observed(handle: Handle, sub: Subscription, tel: Telemetry) -> Handle:
             if running is not None:
                 running.value -= 1
                 if sampled or not tracing:
-                    tel.timed(attrs, started)
-
-    return handle_observed
+                    tel.timed(self._attrs, started)
 
 
 def _record(span: trace.Span, tel: Telemetry, outcome: Outcome, topic: str, group: str) -> None:

@@ -43,6 +43,12 @@ class KafkaDelivery(msgspec.Struct, eq=False):
             self._settled = True
             self._consumer.settle(self._part, self._offset)
 
+    def ack_nowait(self) -> bool:
+        if not self._settled:
+            self._settled = True
+            self._consumer.settle(self._part, self._offset)
+        return True
+
     async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
         await self._resend(dict(headers), max(0.0, delay))
 

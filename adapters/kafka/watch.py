@@ -39,6 +39,10 @@ class WatchDelivery:
     async def ack(self) -> None:
         self._settled = True
 
+    def ack_nowait(self) -> bool:
+        self._settled = True
+        return True
+
     async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
         if not self._settled:
             self._settled = True

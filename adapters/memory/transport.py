@@ -45,6 +45,10 @@ class MemoryDelivery:
     async def ack(self) -> None:
         self._settle()
 
+    def ack_nowait(self) -> bool:
+        self._settle()
+        return True
+
     async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
         if id(self._entry) in self._consumer._held:
             copy = Entry(self.message.with_headers(dict(headers)))

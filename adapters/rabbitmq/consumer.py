@@ -73,6 +73,9 @@ class RabbitDelivery:
         self._owner = owner
         self._settled = False
 
+    def ack_nowait(self) -> bool:
+        return False  # an ack is a frame to send: awaited through ``ack``
+
     async def ack(self) -> None:
         if self._settled:
             return

@@ -60,6 +60,9 @@ class FaultyDelivery:
         self.message = inner.message
         self.redeliveries = inner.redeliveries
 
+    def ack_nowait(self) -> bool:
+        return False  # every ack goes through ``ack``, where faults are injected
+
     async def ack(self) -> None:
         await self._faults.apply("ack", self.message)
         await self._inner.ack()
