@@ -18,7 +18,7 @@ from bus.dead_letter import DeadLetter
 from bus.dispatch import Runner
 from bus.errors import BusError, ConfigError, MessageTooLarge
 from bus.handling import Handle, Handling
-from bus.message import JSON, MSGPACK, PAYLOAD_TYPE, TRACEPARENT, Message, new_id
+from bus.message import JSON, MSGPACK, PAYLOAD_TYPE, Message, new_id
 from bus.observed import Observed
 from bus.registry import open_transport
 from bus.requests import Requests
@@ -388,8 +388,13 @@ class Bus:
                         self._message(payload, body, message_id, key, headers, correlation_id),
                     )
             else:  # a span the SDK would not sample: none, its trace context carried on
-                message = self._message(payload, body, message_id, key, headers, correlation_id)
-                message.headers[TRACEPARENT] = carried  # not handed out yet
+                out = _check_headers(headers) if headers else {}
+                out[PAYLOAD_TYPE] = _type_name(type(payload))
+                telemetry.carry(out, carried)
+                message = Message(
+                    id=message_id, body=body, headers=out, key=key,
+                    correlation_id=correlation_id, content_type=self.content_type,
+                )  # fmt: skip
                 await self._transport.publish(topic, message)
         else:
             await self._transport.publish(

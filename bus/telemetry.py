@@ -53,6 +53,8 @@ _TRACESTATE = "tracestate"
 _BAGGAGE = "baggage"
 # A version-00 traceparent and nothing else (the W3C propagator accepts no more for 00).
 _TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16  # invalid ids, as the W3C propagator reads them
+_SAMPLED_LAST = frozenset("13579bdf")  # the last hex digit of flags with "sampled" set
 _TRACE_ID_LOW = (1 << 64) - 1  # TraceIdRatioBased decides on a trace id's low 64 bits
 _EMPTY = context.Context()
 # The key the API keeps the current span under (as trace.set_span_in_context sets it).
@@ -168,20 +170,68 @@ def _parse(headers: Mapping[str, str]) -> tuple[int, int, int] | None:
     raw = headers.get(TRACEPARENT)
     if raw is None or _TRACESTATE in headers or _BAGGAGE in headers:
         return None
-    found = _TRACEPARENT_00.fullmatch(raw)
-    if found is None:
+    if _TRACEPARENT_00.fullmatch(raw) is None:
         return None
-    trace_id, span_id = int(found[1], 16), int(found[2], 16)
+    trace_id, span_id = int(raw[3:35], 16), int(raw[36:52], 16)
     if not (trace_id and span_id):
         return None
-    return trace_id, span_id, int(found[3], 16)
+    return trace_id, span_id, int(raw[53:], 16)
+
+
+_NO_STATE = trace.TraceState()  # immutable: one for every remote span without one
+_FLAGS = [trace.TraceFlags(flags) for flags in range(256)]
+
+
+def _span_context_maker() -> Callable[[int, int, int], trace.SpanContext]:
+    """SpanContext(trace id, span id, remote, flags, no state) for ids ``_parse``
+    checked: built as the API's own constructor builds it, without re-checking them,
+    where that gives the same (it is checked here, once); else by the constructor."""
+
+    def checked(trace_id: int, span_id: int, flags: int) -> trace.SpanContext:
+        return trace.SpanContext(trace_id, span_id, True, _FLAGS[flags], _NO_STATE)
+
+    def direct(trace_id: int, span_id: int, flags: int) -> trace.SpanContext:
+        return _new_tuple(
+            trace.SpanContext, (trace_id, span_id, True, _FLAGS[flags], _NO_STATE, True)
+        )
+
+    try:
+        same = direct(3, 5, 2) == checked(3, 5, 2) and direct(3, 5, 2).is_valid
+    except Exception:
+        same = False
+    return direct if same else checked
+
+
+_new_tuple = tuple.__new__
+_span_context = _span_context_maker()
+
+
+class _Remote(trace.NonRecordingSpan):
+    """The remote parent of a message whose trace the SDK does not sample, read from its
+    traceparent only when asked (most handlings never ask): as the W3C propagator's
+    ``NonRecordingSpan`` of the same ids, flags and no trace state. The traceparent
+    was checked before (``extract_unsampled``)."""
+
+    def __init__(self, raw: str) -> None:  # no super().__init__: its context is lazy
+        self.raw = raw
+        self._context: trace.SpanContext | None = None  # type: ignore[assignment]
+
+    def get_span_context(self) -> trace.SpanContext:
+        known = self._context
+        if known is None:
+            raw = self.raw
+            known = self._context = _span_context(
+                int(raw[3:35], 16), int(raw[36:52], 16), int(raw[53:], 16)
+            )
+        return known
 
 
 def _remote(trace_id: int, span_id: int, flags: int) -> context.Context:
     """A context whose current span is the remote one a traceparent names (what the W3C
     propagator extracts)."""
-    upstream = trace.SpanContext(trace_id, span_id, True, trace.TraceFlags(flags))
-    return context.Context({_SPAN_KEY: trace.NonRecordingSpan(upstream)})
+    return context.Context(
+        {_SPAN_KEY: trace.NonRecordingSpan(_span_context(trace_id, span_id, flags))}
+    )
 
 
 class _Chosen:
@@ -287,6 +337,14 @@ class Telemetry:
             propagate.inject(headers, now)
         headers[TRACEPARENT] = carried
 
+    def carry(self, headers: dict[str, str], carried: str) -> None:
+        """Write the trace context of a send left unsampled (``carried``, from
+        ``unsampled``) into ``headers``, with the current baggage if there is any."""
+        now = current()
+        if now and baggage.get_all(now):
+            propagate.inject(headers, now)
+        headers[TRACEPARENT] = carried
+
     def unsampled(self) -> str | None:
         """The traceparent a producer or client span started now carries if the SDK
         would not sample it: then no span is started. None if it may; then its span is
@@ -301,6 +359,11 @@ class Telemetry:
         now = current()
         bits = sampling.bits
         if now:
+            span = now.get(_SPAN_KEY)
+            if type(span) is _Remote:  # an unsampled upstream (extract_unsampled)
+                raw = span.raw
+                span_id = (bits(64) or 1) if bits is not None else sampling.ids.generate_span_id()
+                return f"00-{raw[3:35]}-{span_id:016x}-{raw[53:]}"
             parent = trace.get_current_span(now).get_span_context()
             if parent.is_valid:
                 if parent.trace_flags & 1 or parent.trace_state:
@@ -315,13 +378,15 @@ class Telemetry:
             trace_id, span_id = ids >> 64, ids & _TRACE_ID_LOW
             if not (trace_id and span_id):  # never 0, as the SDK draws them
                 trace_id, span_id = trace_id or 1, span_id or 1
+                ids = trace_id << 64 | span_id
         else:
-            trace_id, span_id = sampling.ids.generate_trace_id(), 0
+            trace_id = sampling.ids.generate_trace_id()
+            ids = trace_id << 64 | sampling.ids.generate_span_id()
         if trace_id & _TRACE_ID_LOW < bound:
             sampling.chosen.next = trace_id  # the SDK starts this root with this id
             return None
-        span_id = span_id or sampling.ids.generate_span_id()
-        return f"00-{trace_id:032x}-{span_id:016x}-{sampling.root_flags}"
+        both = ids.to_bytes(24, "big").hex()  # faster than formatting the two ints
+        return f"00-{both[:32]}-{both[32:]}-{sampling.root_flags}"
 
     def publish_span(
         self, topic: str, message_id: str, correlation_id: str | None, decided: bool = False
@@ -379,10 +444,18 @@ class Telemetry:
         a foreign trace context, trace state, baggage), or the sampler is not known."""
         if self._sampling is None:
             return None
-        ids = _parse(headers)
-        if ids is None or ids[2] & 1:
+        raw = headers.get(TRACEPARENT)
+        if raw is None or raw[-1:] in _SAMPLED_LAST:  # sampled: the general path
             return None
-        return _remote(*ids)
+        if (
+            _TRACESTATE in headers
+            or _BAGGAGE in headers
+            or _TRACEPARENT_00.fullmatch(raw) is None
+            or raw[3:35] == _ZERO_TRACE
+            or raw[36:52] == _ZERO_SPAN
+        ):
+            return None
+        return context.Context({_SPAN_KEY: _Remote(raw)})
 
     def process_scope(self, topic: str, group: str, message: Message, attempt: int) -> ProcessScope:
         return ProcessScope(self, topic, group, message, attempt)
