@@ -139,8 +139,11 @@ async def run_load(base_url: str, api_key: str, outcomes: list[Outcome]) -> None
             workers.start_soon(worker)
 
 
-async def check_accounts(store: str, outcomes: list[Outcome]) -> None:
-    """The store agrees with the clients, and holds, stock and charges add up exactly."""
+async def check_accounts(
+    store: str, outcomes: list[Outcome], procs: dict[str, Process] | None = None
+) -> None:
+    """The store agrees with the clients, and holds, stock and charges add up exactly.
+    ``procs``: whose logs to quote for an order whose refund never landed."""
     statuses = dict(await query(store, "SELECT order_id, status FROM shop_orders"))
     assert statuses == {o.order_id: o.status for o in outcomes}, "the store agrees"
     confirmed = {o.order_id for o in outcomes if o.status == c.CONFIRMED}
@@ -154,13 +157,26 @@ async def check_accounts(store: str, outcomes: list[Outcome]) -> None:
     left = dict(await query(store, "SELECT sku, units FROM shop_stock"))
     assert left == {sku: n - taken[sku] for sku, n in STOCK.items()}, "the stock adds up"
     # A charge the saga never heard back from is refunded: let those refunds land.
-    with anyio.fail_after(30):
+    unrefunded: set[str] = set()
+    with anyio.move_on_after(30):
         while True:
             charged = await query(store, "SELECT order_id FROM shop_charges WHERE approved = 1")
-            if {r[0] for r in charged} == confirmed:
-                break
             assert {r[0] for r in charged} >= confirmed, "every confirmed order was charged"
+            unrefunded = {r[0] for r in charged} - confirmed
+            if not unrefunded:
+                break
             await anyio.sleep(0.2)
+    if unrefunded:  # say where each one's refund went, from every process's log
+        lines = [
+            f"{name}: {line}"
+            for name, proc in (procs or {}).items()
+            for line in proc.text().splitlines()
+            if any(order in line for order in unrefunded)
+        ]
+        raise AssertionError(
+            f"charged, not confirmed and not refunded within 30 s: {sorted(unrefunded)}\n"
+            + "\n".join(lines[-200:])
+        )
     assert await query(store, "SELECT count(*) FROM bus_outbox_dead") == [(0,)]
 
 
@@ -195,4 +211,4 @@ async def test_an_instance_of_each_stateful_service_killed_mid_load_loses_no_ord
         assert Counter(o.status for o in outcomes)[c.CONFIRMED] > 0
         for name in ("orders-2", "inventory-2", "payments-2"):  # the survivors took over
             assert procs[name].text().count("order ") > 0, name
-        await check_accounts(store, outcomes)
+        await check_accounts(store, outcomes, procs)
