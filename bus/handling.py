@@ -143,17 +143,19 @@ class Handling:
         is shared with ``__call__`` (``handled``, ``failed``)."""
         if self._reply:
             return None
-        message = delivery.message
-        decode = self._decoders.get(message.content_type)
+        body, content_type = delivery.payload()  # the message may not be built yet
+        decode = self._decoders.get(content_type)
         if decode is None:
             return None
         try:
-            payload = decode(message.body)
+            payload = decode(body)
         except (msgspec.DecodeError, UnicodeDecodeError):
             return None
         if logs.wanted:  # a MessageFilter exists (see bus.logs)
+            message = delivery.message
             _current_set((message.id, message.correlation_id, self._topic, self._group))
         if self._wants_context:
+            message = delivery.message
             attempt = attempt_of(message.headers, delivery.redeliveries)
             ctx = Context(self._speaker, message, self._topic, self._group, attempt)
             return self._handler(payload, ctx)

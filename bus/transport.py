@@ -45,9 +45,17 @@ class Delivery(Protocol):
     consumer closes or dies.
     """
 
-    message: Message
+    @property
+    def message(self) -> Message:
+        """The message (an adapter may build it only when first asked: see ``payload``)."""
+
     redeliveries: int
     """How many times the broker handed this copy out before (0 when it cannot tell)."""
+
+    def payload(self) -> tuple[bytes, str | None]:
+        """The message's body and content type, all the core reads of a message it hands
+        to a handler without a Context. An adapter that builds ``message`` when first
+        asked (Kafka, from the record's headers) reads these two without building it."""
 
     async def ack(self) -> None:
         """Done with it: the broker forgets the message for this group. Called on the hot

@@ -34,7 +34,7 @@ from aiokafka.errors import ConsumerStoppedError
 from adapters.kafka.claims import Claims
 from adapters.kafka.commits import Commits, commit_bound
 from adapters.kafka.config import KafkaConfig
-from adapters.kafka.convert import from_record
+from adapters.kafka.convert import due_of
 from adapters.kafka.delivery import KafkaDelivery
 from adapters.kafka.marks import Marks
 from adapters.kafka.offsets import PartitionOffsets
@@ -169,12 +169,12 @@ class KafkaConsumer:
         ready = ahead.ready
         if not ready:
             return None
-        part, offset, message, given = ready[0]
+        part, offset, record, given = ready[0]
         if not part.owned:  # revoked: ReadAhead.take skips what it holds
             item = ahead.take()
             if item is None:
                 return None
-            part, offset, message, given = item
+            part, offset, record, given = item
         else:
             ready.popleft()
             if ahead.filling and len(ready) <= ahead.low_water:
@@ -184,7 +184,7 @@ class KafkaConsumer:
             part.handed = offset
         # Read by an earlier owner (below its mark): one redelivery, however often.
         redeliveries = given + 1 if offset < part.redone else given
-        return KafkaDelivery(self, part, offset, message, redeliveries, given)
+        return KafkaDelivery(self, part, offset, record, redeliveries, given)
 
     async def __anext__(self) -> KafkaDelivery:
         while True:
@@ -236,7 +236,7 @@ class KafkaConsumer:
             self._rebalance.settled.set()
         self._commits.dirty = True
 
-    def give_back(self, part: Partition, offset: int, message: Message, given: int) -> None:
+    def give_back(self, part: Partition, offset: int, record: Any, given: int) -> None:
         """A handed-out record could not be settled: hand it out again, first in line
         (after a growing pause if it came back before), counted as a redelivery. It
         stays unsettled, so it holds its partition's commit position only while this
@@ -246,7 +246,7 @@ class KafkaConsumer:
         self._release(part)
         if self._stopped or not part.owned:
             return  # unsettled: the next owner gets it again
-        item = (part, offset, message, given + 1)
+        item = (part, offset, record, given + 1)
         if given == 0:
             self._ahead.put_back(item)
         else:
@@ -322,6 +322,7 @@ class KafkaConsumer:
         now_ms = time.time() * 1000
         ahead = self._ahead
         stopped = self._stopped
+        retry_topic = self._topics[1]
         for tp, records in batches.items():
             part = self._parts.get(tp)
             if part is None or not records:
@@ -334,13 +335,18 @@ class KafkaConsumer:
                 part.offsets.take_all(offsets)
             if stopped:
                 continue  # taken (so never committed past), never handed out
+            if tp.topic != retry_topic:  # only retry copies have a due time
+                ahead.extend(
+                    [(part, offset, r, 0) for r, offset in zip(records, offsets, strict=True)]
+                )
+                continue
             items: list[Item] = []
             for record, offset in zip(records, offsets, strict=True):
-                message, due = from_record(record)
+                due = due_of(record)
                 if due is not None and due > now_ms:
-                    self._timers.retry((part, offset, message, 0), (due - now_ms) / 1000 + 0.001)
+                    self._timers.retry((part, offset, record, 0), (due - now_ms) / 1000 + 0.001)
                 else:
-                    items.append((part, offset, message, 0))
+                    items.append((part, offset, record, 0))
             ahead.extend(items)
         ahead.wake(len(ahead))
 

@@ -85,6 +85,34 @@ def _copy(message: Message, native: ConsumerRecord[Any, Any]) -> tuple[bytes | N
     return key.encode(), headers
 
 
+def content_type_of(record: Any) -> str:
+    """The content type ``from_record`` gives ``record``'s message, read without building
+    the message (the consumer's hot path): the last one, JSON where it is missing or
+    empty."""
+    found = None
+    for name, raw in record.headers:
+        if name == CONTENT_TYPE:
+            found = raw
+    if not found:
+        return JSON
+    try:
+        return found.decode() or JSON
+    except UnicodeDecodeError:
+        return _text(found) or JSON
+
+
+def due_of(record: Any) -> int | None:
+    """When a retry-topic record is due (epoch ms), as ``from_record`` reads it."""
+    found = None
+    for name, raw in record.headers:
+        if name == DUE:
+            found = raw
+    if found is None:
+        return None
+    due = _text(found)
+    return int(due) if due.isdigit() else None
+
+
 def from_record(record: Any) -> tuple[Message, int | None]:
     """The Message a consumed record carries, and its due time (epoch ms) if it has one.
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+from aiokafka.structs import ConsumerRecord
 
+from adapters.kafka.convert import content_type_of, from_record
 from bus.errors import BusError, PublishError
 from bus.message import Message
 
@@ -26,6 +28,11 @@ class KafkaDelivery(msgspec.Struct, eq=False):
     handed-out marks of marks.py tell), else 0, plus how often this member gave it back:
     Kafka keeps no per-record count.
 
+    ``message`` is built from the record when first asked: a handler without a Context
+    needs only ``payload`` (body and content type), and building the envelope from the
+    record's headers was the largest part of the consume path the raw client does not
+    have.
+
     A msgspec Struct, not a class with ``__init__``: one is made per record handed out,
     and a Struct's constructor runs in C (a third of the cost). Compared by identity.
     """
@@ -33,10 +40,23 @@ class KafkaDelivery(msgspec.Struct, eq=False):
     _consumer: KafkaConsumer
     _part: Partition
     _offset: int
-    message: Message
+    _record: ConsumerRecord[Any, Any]
     redeliveries: int = 0
     _given: int = 0  # how often this member gave the record back before
     _settled: bool = False
+    _message: Message | None = None
+
+    @property
+    def message(self) -> Message:
+        message = self._message
+        if message is None:
+            message = self._message = from_record(self._record)[0]
+        return message
+
+    def payload(self) -> tuple[bytes, str | None]:
+        record = self._record
+        value: bytes | None = record.value
+        return (value if value is not None else b""), content_type_of(record)
 
     async def ack(self) -> None:
         if not self._settled:
@@ -82,7 +102,7 @@ class KafkaDelivery(msgspec.Struct, eq=False):
             return
         self._settled = True
         try:
-            self._consumer.give_back(self._part, self._offset, self.message, self._given)
+            self._consumer.give_back(self._part, self._offset, self._record, self._given)
         except Exception:  # never raises: unsettled, it goes to the next owner at the latest
             log.exception("could not give message %s back", self.message.id)
 

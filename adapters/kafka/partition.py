@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka.structs import ConsumerRecord
 
 from adapters.kafka.offsets import PartitionOffsets
-from bus.message import Message
 
 
 class Partition:
@@ -48,6 +49,6 @@ class Partition:
         self.fetched = 0  # one past the highest offset fetched
 
 
-Item = tuple[Partition, int, Message, int]
-"""A record read and not yet handed out: partition, offset, message, and how often this
-member gave it back already."""
+Item = tuple[Partition, int, ConsumerRecord[Any, Any], int]
+"""A record read and not yet handed out: partition, offset, the record (its message is
+built when first asked: delivery.py), and how often this member gave it back already."""

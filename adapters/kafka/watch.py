@@ -43,6 +43,9 @@ class WatchDelivery:
         self._settled = True
         return True
 
+    def payload(self) -> tuple[bytes, str | None]:
+        return self.message.body, self.message.content_type
+
     async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
         if not self._settled:
             self._settled = True

@@ -49,6 +49,9 @@ class MemoryDelivery:
         self._settle()
         return True
 
+    def payload(self) -> tuple[bytes, str | None]:
+        return self.message.body, self.message.content_type
+
     async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
         if id(self._entry) in self._consumer._held:
             copy = Entry(self.message.with_headers(dict(headers)))

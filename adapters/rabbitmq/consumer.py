@@ -76,6 +76,9 @@ class RabbitDelivery:
     def ack_nowait(self) -> bool:
         return False  # an ack is a frame to send: awaited through ``ack``
 
+    def payload(self) -> tuple[bytes, str | None]:
+        return self.message.body, self.message.content_type
+
     async def ack(self) -> None:
         if self._settled:
             return

@@ -63,6 +63,9 @@ class FaultyDelivery:
     def ack_nowait(self) -> bool:
         return False  # every ack goes through ``ack``, where faults are injected
 
+    def payload(self) -> tuple[bytes, str | None]:
+        return self.message.body, self.message.content_type
+
     async def ack(self) -> None:
         await self._faults.apply("ack", self.message)
         await self._inner.ack()

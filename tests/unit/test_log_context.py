@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 
 import anyio
+import anyio.lowlevel
 
 import bus
 from bus.logs import MessageFilter
@@ -35,13 +36,13 @@ async def test_records_logged_by_handlers_carry_their_message() -> None:
 
     @svc.subscribe(plain, concurrency=4)
     async def on_plain(item: Item) -> None:
-        await anyio.sleep(0)  # another worker's message in between
+        await anyio.lowlevel.checkpoint()  # another worker's message in between
         log.info("plain %d", item.n)
 
     @svc.subscribe(with_ctx, concurrency=4)
     async def on_ctx(item: Item, ctx: bus.Context) -> None:
         seen[f"ctx {item.n}"] = ctx.message_id
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         log.info("ctx %d", item.n)
 
     @svc.respond(asked)
