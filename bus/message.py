@@ -80,7 +80,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     content_type: str | None = JSON
     native: object = None
     """What the adapter read this message from, in the broker's own form (AMQP properties,
-    Kafka record headers), or None for a message the core built. Opaque to the core and
+    Kafka record), or None for a message the core built. Opaque to the core and
     never sent: an adapter writing a copy (retry, dead letter, give-back) starts from it,
     so values the envelope cannot hold (AMQP tables and ints, non-UTF-8 or repeated Kafka
     headers, AMQP priority, timestamp, type...) survive unchanged."""
