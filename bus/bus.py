@@ -356,10 +356,15 @@ class Bus:
             )
         return body
 
-    def _headers(self, payload: object, headers: Mapping[str, str] | None) -> dict[str, str]:
+    def _headers(
+        self, payload: object, headers: Mapping[str, str] | None, carried: str | None = None
+    ) -> dict[str, str]:
+        """``carried``: the traceparent of a send left unsampled (``Telemetry.unsampled``)."""
         out = _check_headers(headers) if headers else {}
         out[PAYLOAD_TYPE] = _type_name(type(payload))
-        if self._telemetry.tracing:
+        if carried is not None:
+            self._telemetry.carry(out, carried)
+        elif self._telemetry.tracing:
             self._telemetry.inject(out)
         return out
 
@@ -388,13 +393,9 @@ class Bus:
                         self._message(payload, body, message_id, key, headers, correlation_id),
                     )
             else:  # a span the SDK would not sample: none, its trace context carried on
-                out = _check_headers(headers) if headers else {}
-                out[PAYLOAD_TYPE] = _type_name(type(payload))
-                telemetry.carry(out, carried)
-                message = Message(
-                    id=message_id, body=body, headers=out, key=key,
-                    correlation_id=correlation_id, content_type=self.content_type,
-                )  # fmt: skip
+                message = self._message(
+                    payload, body, message_id, key, headers, correlation_id, carried
+                )
                 await self._transport.publish(topic, message)
         else:
             await self._transport.publish(
@@ -411,11 +412,12 @@ class Bus:
         key: str | None,
         headers: Mapping[str, str] | None,
         correlation_id: str | None,
+        carried: str | None = None,
     ) -> Message:
         return Message(
             id=message_id,
             body=body,
-            headers=self._headers(payload, headers),
+            headers=self._headers(payload, headers, carried),
             key=key,
             correlation_id=correlation_id,
             content_type=self.content_type,

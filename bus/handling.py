@@ -171,7 +171,9 @@ class Handling:
             return GIVEN_BACK
         return HANDLED
 
-    async def failed(self, delivery: Delivery, exc: BaseException, attempt: int = 0) -> Outcome:
+    async def failed(
+        self, delivery: Delivery, exc: Exception | asyncio.CancelledError, attempt: int = 0
+    ) -> Outcome:
         """The handler (or decoding) raised ``exc``: settle the failure. A cancellation of
         our own (closing past the deadline) is raised again and leaves the message
         unsettled for redelivery; one the handler's code raised by itself is just a
@@ -180,8 +182,6 @@ class Handling:
             task = asyncio.current_task()
             if task is None or task.cancelling():
                 raise exc
-        elif not isinstance(exc, Exception):
-            raise exc
         return await self._failed(delivery, exc, attempt)
 
     async def __call__(self, delivery: Delivery) -> Outcome:
@@ -199,14 +199,7 @@ class Handling:
         # case, a handler without a Context that succeeds, never needs it.
         attempt = 0
         try:
-            decode = self._decoders.get(message.content_type)
-            if decode is not None:  # a content type seen before: one call
-                try:
-                    payload = decode(message.body)
-                except (msgspec.DecodeError, UnicodeDecodeError):
-                    payload = self._decode(message)  # raises the DecodeError
-            else:
-                payload = self._decode(message)
+            payload = self._decode(message)
             if self._wants_context:
                 attempt = attempt_of(message.headers, delivery.redeliveries)
                 ctx = Context(self._speaker, message, self._topic, self._group, attempt)

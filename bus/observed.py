@@ -12,8 +12,9 @@ is made current around the handler and the counters move. For those, ``begin`` a
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from contextvars import Token
 from typing import Any
 
@@ -72,21 +73,23 @@ class Observed:
         return step, token
 
     async def handled(self, delivery: Delivery, token: Token[context.Context]) -> Outcome:
-        _detach(token)
-        try:
-            outcome = await self._handling.handled(delivery)
-        finally:
-            if self._running is not None:
-                self._running.value -= 1
-        self._count(outcome)
-        return outcome
+        return await self._settled(token, self._handling.handled(delivery))
 
     async def failed(
-        self, delivery: Delivery, exc: BaseException, token: Token[context.Context]
+        self,
+        delivery: Delivery,
+        exc: Exception | asyncio.CancelledError,
+        token: Token[context.Context],
     ) -> Outcome:
+        return await self._settled(token, self._handling.failed(delivery, exc))
+
+    async def _settled(
+        self, token: Token[context.Context], settling: Coroutine[Any, Any, Outcome]
+    ) -> Outcome:
+        """The trace context restored, the handling settled and counted."""
         _detach(token)
         try:
-            outcome = await self._handling.failed(delivery, exc)
+            outcome = await settling
         finally:
             if self._running is not None:
                 self._running.value -= 1

@@ -163,19 +163,29 @@ detach: Callable[[Token[context.Context]], None] = (
 """Restore the context before ``attach`` (``context.detach``)."""
 
 
+def _plain(raw: str | None, headers: Mapping[str, str]) -> bool:
+    """``raw`` (the message's traceparent) is a plain version-00 one with valid ids, and
+    the message's only trace context (no tracestate, no baggage): else the general
+    propagator reads it."""
+    return not (
+        raw is None
+        or _TRACESTATE in headers
+        or _BAGGAGE in headers
+        or _TRACEPARENT_00.fullmatch(raw) is None
+        or raw[3:35] == _ZERO_TRACE
+        or raw[36:52] == _ZERO_SPAN
+    )
+
+
+def _ids(raw: str) -> tuple[int, int, int]:
+    """(trace id, span id, flags) of a traceparent ``_plain`` accepted."""
+    return int(raw[3:35], 16), int(raw[36:52], 16), int(raw[53:], 16)
+
+
 def _parse(headers: Mapping[str, str]) -> tuple[int, int, int] | None:
-    """(trace id, span id, flags) of a plain version-00 traceparent, the message's only
-    trace context (no tracestate, no baggage); None otherwise (the general propagator
-    reads it then)."""
+    """(trace id, span id, flags) of a plain traceparent (``_plain``), else None."""
     raw = headers.get(TRACEPARENT)
-    if raw is None or _TRACESTATE in headers or _BAGGAGE in headers:
-        return None
-    if _TRACEPARENT_00.fullmatch(raw) is None:
-        return None
-    trace_id, span_id = int(raw[3:35], 16), int(raw[36:52], 16)
-    if not (trace_id and span_id):
-        return None
-    return trace_id, span_id, int(raw[53:], 16)
+    return _ids(raw) if raw is not None and _plain(raw, headers) else None
 
 
 _NO_STATE = trace.TraceState()  # immutable: one for every remote span without one
@@ -219,10 +229,7 @@ class _Remote(trace.NonRecordingSpan):
     def get_span_context(self) -> trace.SpanContext:
         known = self._context
         if known is None:
-            raw = self.raw
-            known = self._context = _span_context(
-                int(raw[3:35], 16), int(raw[36:52], 16), int(raw[53:], 16)
-            )
+            known = self._context = _span_context(*_ids(self.raw))
         return known
 
 
@@ -445,16 +452,8 @@ class Telemetry:
         if self._sampling is None:
             return None
         raw = headers.get(TRACEPARENT)
-        if raw is None or raw[-1:] in _SAMPLED_LAST:  # sampled: the general path
-            return None
-        if (
-            _TRACESTATE in headers
-            or _BAGGAGE in headers
-            or _TRACEPARENT_00.fullmatch(raw) is None
-            or raw[3:35] == _ZERO_TRACE
-            or raw[36:52] == _ZERO_SPAN
-        ):
-            return None
+        if raw is None or raw[-1:] in _SAMPLED_LAST or not _plain(raw, headers):
+            return None  # sampled, or not a plain traceparent: the general path
         return context.Context({_SPAN_KEY: _Remote(raw)})
 
     def process_scope(self, topic: str, group: str, message: Message, attempt: int) -> ProcessScope:
