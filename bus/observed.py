@@ -60,7 +60,7 @@ class Observed:
         ``__call__`` must run instead."""
         if not self._tracing:
             return None
-        upstream = self._unsampled(delivery.message.headers)
+        upstream = self._unsampled(delivery.headers_for(telemetry.TRACE_CONTEXT))
         if upstream is None:
             return None
         token = _attach(upstream)

@@ -51,6 +51,8 @@ COUNTERS = ("published", "handled", "failed", "retried", "dead_lettered")
 
 _TRACESTATE = "tracestate"
 _BAGGAGE = "baggage"
+TRACE_CONTEXT = frozenset({TRACEPARENT, _TRACESTATE, _BAGGAGE})
+"""The headers ``extract_unsampled`` reads (``Delivery.headers_for``)."""
 # A version-00 traceparent and nothing else (the W3C propagator accepts no more for 00).
 _TRACEPARENT_00 = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE, _ZERO_SPAN = "0" * 32, "0" * 16  # invalid ids, as the W3C propagator reads them

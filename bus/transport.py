@@ -57,6 +57,11 @@ class Delivery(Protocol):
         to a handler without a Context. An adapter that builds ``message`` when first
         asked (Kafka, from the record's headers) reads these two without building it."""
 
+    def headers_for(self, names: frozenset[str]) -> Mapping[str, str]:
+        """The message's headers among ``names`` (its trace context, read for every
+        message while tracing is on), as ``message.headers`` has them; more may be there.
+        An adapter that builds ``message`` when first asked reads only these."""
+
     async def ack(self) -> None:
         """Done with it: the broker forgets the message for this group. Called on the hot
         path with no timer around it, so it must not wait on a broker round trip (write

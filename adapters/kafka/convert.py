@@ -101,6 +101,16 @@ def content_type_of(record: Any) -> str:
         return _text(found) or JSON
 
 
+def headers_of(record: Any, names: frozenset[str]) -> dict[str, str]:
+    """``record``'s headers among ``names``, as ``from_record`` reads them into the
+    message's headers (none of the bus's own), without building the message."""
+    found: dict[str, str] = {}
+    for name, raw in record.headers:
+        if name in names and name not in _OWN:  # the last repeat of a name wins
+            found[name] = _text(raw)
+    return found
+
+
 def due_of(record: Any) -> int | None:
     """When a retry-topic record is due (epoch ms), as ``from_record`` reads it."""
     found = None

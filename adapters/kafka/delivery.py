@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 from aiokafka.structs import ConsumerRecord
 
-from adapters.kafka.convert import content_type_of, from_record
+from adapters.kafka.convert import content_type_of, from_record, headers_of
 from bus.errors import BusError, PublishError
 from bus.message import Message
 
@@ -57,6 +57,10 @@ class KafkaDelivery(msgspec.Struct, eq=False):
         record = self._record
         value: bytes | None = record.value
         return (value if value is not None else b""), content_type_of(record)
+
+    def headers_for(self, names: frozenset[str]) -> Mapping[str, str]:
+        message = self._message
+        return message.headers if message is not None else headers_of(self._record, names)
 
     async def ack(self) -> None:
         if not self._settled:

@@ -46,6 +46,9 @@ class WatchDelivery:
     def payload(self) -> tuple[bytes, str | None]:
         return self.message.body, self.message.content_type
 
+    def headers_for(self, names: frozenset[str]) -> Mapping[str, str]:
+        return self.message.headers
+
     async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
         if not self._settled:
             self._settled = True

@@ -52,6 +52,9 @@ class MemoryDelivery:
     def payload(self) -> tuple[bytes, str | None]:
         return self.message.body, self.message.content_type
 
+    def headers_for(self, names: frozenset[str]) -> Mapping[str, str]:
+        return self.message.headers
+
     async def retry(self, delay: float, headers: Mapping[str, str]) -> None:
         if id(self._entry) in self._consumer._held:
             copy = Entry(self.message.with_headers(dict(headers)))

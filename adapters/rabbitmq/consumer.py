@@ -79,6 +79,9 @@ class RabbitDelivery:
     def payload(self) -> tuple[bytes, str | None]:
         return self.message.body, self.message.content_type
 
+    def headers_for(self, names: frozenset[str]) -> Mapping[str, str]:
+        return self.message.headers
+
     async def ack(self) -> None:
         if self._settled:
             return

@@ -66,6 +66,9 @@ class FaultyDelivery:
     def payload(self) -> tuple[bytes, str | None]:
         return self.message.body, self.message.content_type
 
+    def headers_for(self, names: frozenset[str]) -> Mapping[str, str]:
+        return self.message.headers
+
     async def ack(self) -> None:
         await self._faults.apply("ack", self.message)
         await self._inner.ack()

@@ -12,11 +12,13 @@ from typing import Any
 
 import anyio
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
+from hypothesis import given
+from hypothesis import strategies as st
 
 import bus
 from adapters.kafka import topics
 from adapters.kafka.config import parse
-from adapters.kafka.convert import DUE, MESSAGE_ID, from_record, to_record
+from adapters.kafka.convert import CONTENT_TYPE, DUE, MESSAGE_ID, from_record, headers_of, to_record
 from bus.message import ATTEMPT, DLQ_PREFIX, FIRST_FAILED_AT, Message
 from tests.conformance.helpers import DEADLINE, letters_of, unique, wait_until
 
@@ -180,3 +182,22 @@ def test_the_merge_keeps_unchanged_native_entries_and_writes_the_rest_as_utf8() 
     key, _ = to_record(Message(id="i", body=b"", key="k2", native=message.native))
     assert key == b"k2"
     assert to_record(Message(id="i", body=b"", key="k"))[1][0] == (MESSAGE_ID, b"i")
+
+
+_NAMES = st.sampled_from(
+    ["traceparent", "tracestate", "baggage", "x-other", MESSAGE_ID, CONTENT_TYPE]
+)
+_VALUES = st.none() | st.binary(max_size=8) | st.text(max_size=8).map(str.encode)
+
+
+@given(st.lists(st.tuples(_NAMES, _VALUES), max_size=8))
+def test_headers_read_without_the_envelope_are_the_envelopes(
+    headers: list[tuple[str, bytes | None]],
+) -> None:
+    """What telemetry reads of a record before its message is built (headers_of) is what
+    the built message's headers hold: repeats, null values and bytes that are not UTF-8
+    included, and never one of the bus's own."""
+    record = record_of(headers, None)
+    names = frozenset({"traceparent", "tracestate", "baggage", MESSAGE_ID})
+    built = from_record(record)[0].headers
+    assert headers_of(record, names) == {k: v for k, v in built.items() if k in names}
