@@ -72,7 +72,8 @@ FULL = Plan(
         "kafka": {1: 300, 32: 3_000},
     },
     failing_n={"memory": 5_000, "rabbitmq": 3_000, "kafka": 3_000},
-    telemetry_n={"memory": 20_000, "rabbitmq": 4_000, "kafka": 10_000},
+    # RabbitMQ: 3 s a run or so; at 4,000 (under 1 s) a broker hiccup moved a round by 20%.
+    telemetry_n={"memory": 20_000, "rabbitmq": 15_000, "kafka": 10_000},
 )
 
 QUICK = Plan(
