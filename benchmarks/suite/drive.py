@@ -1,6 +1,7 @@
 """How every side drives load: calls in flight (callers each awaiting one call at a
-time), batches, a fixed offered rate, and the raw clients' retry in place. The timed
-ones are the measured windows, profiled with ``--profile`` on the bus side."""
+time), batches, a fixed offered rate, keyed producers (the outbox), and the raw clients'
+retry in place. The timed ones are the measured windows, profiled with ``--profile`` on
+the bus side."""
 
 from __future__ import annotations
 
@@ -127,6 +128,23 @@ async def calls_in_flight(
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(in_flight)))
         return n / (time.perf_counter() - started)
+
+
+async def keyed_producers(
+    n: int, producers: int, call: Callable[[int, str], Awaitable[None]], pace: float = 0.0
+) -> None:
+    """``producers`` tasks making ``n`` calls in all, ``call(i, key)``, each task awaiting
+    one call at a time on a key of its own; with ``pace``, a task starts its k-th call no
+    sooner than k * ``pace`` seconds in (one task paced: a light load, for latency)."""
+    start = time.perf_counter()
+
+    async def task(p: int) -> None:
+        for k, i in enumerate(range(p, n, producers)):
+            if pace:
+                await asyncio.sleep(max(0.0, start + k * pace - time.perf_counter()))
+            await call(i, f"k{p}")
+
+    await asyncio.gather(*(task(p) for p in range(producers)))
 
 
 async def retry_in_place(work: Work, payload: Payload) -> None:

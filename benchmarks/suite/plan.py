@@ -31,6 +31,11 @@ class Plan:
     rr_n: dict[str, dict[int, int]]
     failing_n: dict[str, int]
     telemetry_n: dict[str, int]
+    outbox_n: int  # outbox (RabbitMQ only): messages a side publishes or consumes...
+    outbox_producers: int  # ...publishing from this many tasks, a key each
+    outbox_paced_n: int  # one task paced at outbox_paced_rate msg/s: latency alone
+    outbox_paced_rate: float
+    outbox_concurrency: int  # the inbox rows' handler concurrency
     fail_every: int = 10
 
     def with_rounds(self, rounds: int | None) -> Plan:
@@ -74,6 +79,12 @@ FULL = Plan(
     failing_n={"memory": 5_000, "rabbitmq": 3_000, "kafka": 3_000},
     # RabbitMQ: 3 s a run or so; at 4,000 (under 1 s) a broker hiccup moved a round by 20%.
     telemetry_n={"memory": 20_000, "rabbitmq": 15_000, "kafka": 10_000},
+    # As tests/store/bench_outbox.py ran them (issue 14) before it was folded in here.
+    outbox_n=3_000,
+    outbox_producers=16,
+    outbox_paced_n=200,
+    outbox_paced_rate=100.0,
+    outbox_concurrency=16,
 )
 
 QUICK = Plan(
@@ -100,4 +111,9 @@ QUICK = Plan(
     rr_n={"memory": {1: 200, 32: 500}, "rabbitmq": {1: 50, 32: 200}, "kafka": {1: 20, 32: 100}},
     failing_n={"memory": 300, "rabbitmq": 200, "kafka": 200},
     telemetry_n={"memory": 1_000, "rabbitmq": 200, "kafka": 200},
+    outbox_n=200,
+    outbox_producers=16,
+    outbox_paced_n=30,
+    outbox_paced_rate=100.0,
+    outbox_concurrency=16,
 )

@@ -26,6 +26,7 @@ TITLES = {
     "topics": "Topics and groups, same total load (no-op handler, 64 in flight in all)",
     "partitions": "Kafka partitions (1 ms handler, concurrency 64)",
     "processes": "Consumer processes (bus side only; 1 ms handler, concurrency 16 each)",
+    "outbox": "Outbox and inbox, RabbitMQ with PostgreSQL (latency ratios: raw over bus)",
 }
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from benchmarks.suite import procs, telemetry
@@ -311,6 +311,135 @@ async def telemetry_rows(ctx: Context) -> list[Result]:
     return [result]
 
 
+OUTBOX_DESIGN = (
+    "outbox rows against plain publish are a design comparison, not bus/raw efficiency: a "
+    "transaction per message and the relay's round trip against one confirmed publish"
+)
+OUTBOX_INBOX = (
+    "inbox rows: both sides are the bus, idempotent (an inbox row and a transaction per "
+    "message) over plain; writing a row, the difference is the inbox row alone"
+)
+
+
+def _versus(ctx: Context, got: Values, base: str, mine: str, field: str | None, case: str,
+            param: float | str, unit: str, **extra: Any) -> Result:  # fmt: skip
+    """A row of an ``outbox`` point whose sides are more than two: ``mine`` (in the bus
+    column) over ``base`` (in the raw column), on ``field`` of each round's values."""
+    pair = {"raw": ctx.sides[base], "bus": ctx.sides[mine]}
+    rounds = {
+        role: [v if v is None or field is None else v[field] for v in got[name]]
+        for role, name in (("raw", base), ("bus", mine))
+    }
+    return replace(ctx, sides=pair).result("outbox", case, param, unit, rounds, **extra)
+
+
+async def _outbox_full(ctx: Context, st: Any) -> list[Result]:
+    """``outbox_producers`` keyed tasks committing ``outbox_n`` messages, a transaction
+    each, relayed: the bus against the asyncpg outbox, with and without NOTIFY, and
+    against a plain publish."""
+    items = payloads(ctx.plan.outbox_n, ctx.plan.size)
+    producers = ctx.plan.outbox_producers
+
+    async def one(side: Any) -> dict[str, float]:
+        topic = _topic("outbox")
+        async with st.sink(topic):
+            return dict(await side.send(topic, items, producers))
+
+    got = await ctx.each(one, "outbox")
+    out = []
+    for base in ("raw", "raw_notify", "publish"):
+        # Latency at full speed is mostly queueing (the producers outrun any relay): kept
+        # in the JSON, the paced rows measure it.
+        queued = {
+            f"{q}_ms_rounds": {"raw": [v[q] for v in got[base]], "bus": [v[q] for v in got["bus"]]}
+            for q in ("p50", "p99")
+        }
+        out.append(_versus(ctx, got, base, "bus", "rate", f"outbox, {producers} producers",
+                           producers, "msg/s", messages=len(items), **queued))  # fmt: skip
+    out[-1].note = OUTBOX_DESIGN
+    return out
+
+
+async def _outbox_paced(ctx: Context, st: Any) -> list[Result]:
+    """One task paced at ``outbox_paced_rate``/s: a message's latency, the end of its
+    transaction block (or its publish call) to the broker's confirm, nothing queued ahead."""
+    items = payloads(ctx.plan.outbox_paced_n, ctx.plan.size)
+    rate = ctx.plan.outbox_paced_rate
+
+    async def one(side: Any) -> dict[str, float]:
+        topic = _topic("outbox")
+        async with st.sink(topic):
+            return dict(await side.send(topic, items, 1, 1 / rate))
+
+    got = await ctx.each(one, "outbox paced")
+    out = []
+    for base in ("raw", "publish"):
+        for q in ("p50", "p99"):
+            row = _versus(ctx, got, base, "bus", q, f"outbox at {rate:.0f}/s, {q}", q, "ms",
+                          rate=rate, messages=len(items))  # fmt: skip
+            row.lower_is_better = True
+            row.note = OUTBOX_DESIGN if base == "publish" else ""
+            out.append(row)
+    return out
+
+
+async def _inbox(ctx: Context, st: Any) -> list[Result]:
+    """``outbox_n`` queued messages handled at ``outbox_concurrency``: idempotent over
+    plain, with an empty handler and with one writing a row."""
+    items = payloads(ctx.plan.outbox_n, ctx.plan.size)
+    c = ctx.plan.outbox_concurrency
+
+    async def one(side: Any) -> float:
+        topic = _topic("inbox")
+        async with st.group(topic) as group:
+            return float(await side.consume(topic, group, items, c))
+
+    got = await ctx.each(one, "inbox")
+    out = []
+    rows = (("raw", "bus", "idempotent, empty handler"), ("raw_write", "bus_write",
+                                                          "idempotent, writing a row"))  # fmt: skip
+    for base, mine, case in rows:
+        row = _versus(ctx, got, base, mine, None, f"{case}, concurrency {c}", c, "msg/s",
+                      messages=len(items))  # fmt: skip
+        costs = [(1 / b - 1 / a) * 1e6 for a, b in zip(got[base], got[mine], strict=True)]
+        row.extra["inbox_us_per_message"] = round(statistics.median(costs), 1)
+        row.note = OUTBOX_INBOX
+        out.append(row)
+    return out
+
+
+async def outbox(ctx: Context) -> list[Result]:
+    """The outbox and the inbox, on RabbitMQ with PostgreSQL (a database and an exchange
+    of the scenario's own: sides_outbox.py). The raw side is an outbox written by hand
+    with asyncpg and aio-pika; plain publish and the inbox rows compare the bus with
+    itself. Not in the default set: it needs PostgreSQL."""
+    if ctx.adapter != "rabbitmq":
+        ctx.note(f"outbox: RabbitMQ only (its raw side relays with aio-pika); not on {ctx.adapter}")
+        return []
+    from benchmarks.suite.sides_bus import BusInbox, BusPublisher
+    from benchmarks.suite.sides_outbox import RawOutbox, stage
+
+    async with stage(ctx.sides["raw"].url, ctx.sides["raw"].exchange) as st:
+        url, dsn = st.bus_url, st.dsn
+        publishers = {
+            "raw": RawOutbox(st, notify=False),
+            "raw_notify": RawOutbox(st, notify=True),
+            "publish": BusPublisher(url, dsn, outbox=False),
+            "bus": BusPublisher(url, dsn, outbox=True),
+        }
+        out = await _outbox_full(replace(ctx, sides=publishers), st)
+        paced = {role: publishers[role] for role in ("raw", "publish", "bus")}
+        out += await _outbox_paced(replace(ctx, sides=paced), st)
+        consumers = {
+            "raw": BusInbox(url, dsn, idempotent=False, write=False),
+            "bus": BusInbox(url, dsn, idempotent=True, write=False),
+            "raw_write": BusInbox(url, dsn, idempotent=False, write=True),
+            "bus_write": BusInbox(url, dsn, idempotent=True, write=True),
+        }
+        out += await _inbox(replace(ctx, sides=consumers), st)
+    return out
+
+
 SCENARIOS: dict[str, Callable[[Context], Awaitable[list[Result]]]] = {
     "publish_one": publish_one,
     "publish_batch": publish_batch,
@@ -324,6 +453,7 @@ SCENARIOS: dict[str, Callable[[Context], Awaitable[list[Result]]]] = {
     "topics": topics,
     "partitions": partitions,
     "processes": processes,
+    "outbox": outbox,
 }
 DEFAULT = (
     "publish_one", "publish_batch", "consume", "concurrency", "request_reply", "latency",
@@ -347,6 +477,8 @@ def steps(plan: Plan, adapter: str, scenario: str, sides: int) -> int:
     }
     if scenario == "telemetry":
         return 2 * plan.rounds
+    if scenario == "outbox":  # its own sides: 4 publishing, 3 paced, 4 consuming
+        return 0 if adapter != "rabbitmq" else 11 * plan.rounds
     if scenario == "processes":
         return 0 if adapter == "memory" else len(plan.processes) * plan.rounds
     return points[scenario] * plan.rounds * sides

@@ -1,21 +1,32 @@
-"""The bus side of every scenario, the same code on every adapter (only the URL differs).
-Its measured windows are the ones ``--profile`` profiles."""
+"""The bus side of every scenario, the same code on every adapter (only the URL differs);
+the ``outbox`` scenario's bus sides (a store beside the broker) at the end. Its measured
+windows are the ones ``--profile`` profiles."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import bus
-from benchmarks.suite import drive
+from benchmarks.suite import drive, profiling
 from benchmarks.suite.drive import ConsumeJob, uid
 from benchmarks.suite.model import WARM, Payload, noop
-from benchmarks.suite.track import Latencies, Tracker
+from benchmarks.suite.track import Latencies, Tracker, percentiles
+from bus.message import Message
+
+OUTBOX_TIMEOUT = 120.0
 
 
-def _bus(url: str, services: list[bus.Service] | None = None) -> bus.Bus:
-    return bus.Bus(url, services=services or [], presence_interval=None, close_timeout=5.0)
+def _bus(
+    url: str, services: list[bus.Service] | None = None, store: str | None = None,
+    kind: type[bus.Bus] = bus.Bus,
+) -> bus.Bus:  # fmt: skip
+    return kind(
+        url, services=services or [], presence_interval=None, close_timeout=5.0, store=store
+    )
 
 
 def _subscriber(tracker: Tracker | Latencies, topic: str):  # type: ignore[no-untyped-def]
@@ -161,3 +172,140 @@ def _with_partitions(url: str, partitions: int) -> str:
     base, _, query = url.partition("?")
     kept = [kv for kv in query.split("&") if kv and not kv.startswith("partitions=")]
     return f"{base}?{'&'.join([*kept, f'partitions={partitions}'])}"
+
+
+class _Watched(bus.Bus):
+    """A Bus noting when its relay's sends of ``committed`` messages were confirmed
+    (``_send_relayed``: the seam for this)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.committed: dict[str, float] = {}
+        self.confirmed: dict[str, float] = {}
+        self.all_confirmed = asyncio.Event()
+        self.expect = 0
+
+    async def _send_relayed(self, topic: str, message: Message) -> None:
+        await super()._send_relayed(topic, message)
+        if message.id in self.committed:  # not a row a failed run left
+            self.confirmed[message.id] = time.perf_counter()
+            if len(self.confirmed) >= self.expect:
+                self.all_confirmed.set()
+
+
+class BusPublisher:
+    """The bus publishing keyed messages: through the outbox (each message in a
+    ``b.transaction()`` of its own, sent by the bus's relay) or a plain confirmed
+    ``b.publish``."""
+
+    def __init__(self, url: str, store: str, outbox: bool) -> None:
+        self.url = url
+        self.store = store
+        self.outbox = outbox
+        self.profiled = outbox  # the scenario's bus role
+        self.name = "bus outbox" if outbox else "bus publish"
+
+    async def send(
+        self, topic: str, items: list[Payload], producers: int, pace: float = 0.0
+    ) -> dict[str, float]:
+        """Every item from ``producers`` keyed tasks; msg/s from the first call to the
+        last confirm, and latency percentiles (ms): a plain publish's call, or from the
+        end of the transaction block (the commit included) to the relay's confirm."""
+        if self.outbox:
+            return await self._outbox(topic, items, producers, pace)
+        took: list[float] = []
+        async with _bus(self.url) as b:
+
+            async def one(i: int, key: str) -> None:
+                t0 = time.perf_counter()
+                await b.publish(topic, items[i], key=key)
+                took.append(time.perf_counter() - t0)
+
+            with profiling.window(self.profiled):
+                start = time.perf_counter()
+                await drive.keyed_producers(len(items), producers, one, pace)
+                wall = time.perf_counter() - start
+        return {"rate": len(items) / wall, **percentiles(took)}
+
+    async def _outbox(
+        self, topic: str, items: list[Payload], producers: int, pace: float
+    ) -> dict[str, float]:
+        b = _bus(self.url, store=self.store, kind=_Watched)
+        assert isinstance(b, _Watched)
+        async with b:
+            b.expect = len(items)
+
+            async def one(i: int, key: str) -> None:
+                async with b.transaction() as tx:
+                    message_id = await tx.publish(topic, items[i], key=key)
+                    b.committed[message_id] = time.perf_counter()  # the commit comes next
+
+            with profiling.window(self.profiled):
+                start = time.perf_counter()
+                await drive.keyed_producers(len(items), producers, one, pace)
+                await asyncio.wait_for(b.all_confirmed.wait(), OUTBOX_TIMEOUT)
+                wall = time.perf_counter() - start
+            took = [b.confirmed[m] - t for m, t in b.committed.items()]
+        return {"rate": len(items) / wall, **percentiles(took)}
+
+
+class BusInbox:
+    """The bus consuming with a store: a plain or an idempotent handler (its inbox row and
+    transaction), empty or writing one row (plain: in ``ctx.open_transaction()``;
+    idempotent: in ``ctx.transaction``)."""
+
+    def __init__(self, url: str, store: str, idempotent: bool, write: bool) -> None:
+        self.url = url
+        self.store = store
+        self.idempotent = idempotent
+        self.write = write
+        self.profiled = idempotent
+        kind = "idempotent" if idempotent else "plain"
+        self.name = f"bus {kind}" + (
+            (" + write" if idempotent else " + write in its own transaction") if write else ""
+        )
+
+    async def consume(
+        self, topic: str, group: str, items: list[Payload], concurrency: int
+    ) -> float:
+        """``items`` queued for a new group, then handled at ``concurrency``; msg/s from
+        the first handled to the last (the queue full from the start on every side)."""
+        n = len(items)
+        times: list[float] = []
+        finished = asyncio.Event()
+        service = bus.Service(group)
+        insert = "INSERT INTO effects (seq) VALUES ($1)"
+        write = self.write
+
+        if self.idempotent:
+
+            @service.subscribe(topic, idempotent=True, concurrency=concurrency)
+            async def on_idempotent(p: Payload, ctx: bus.Context) -> None:
+                if write:
+                    conn: Any = ctx.transaction.connection  # asyncpg's
+                    await conn.execute(insert, p.seq)
+                handled()
+
+        else:
+
+            @service.subscribe(topic, concurrency=concurrency)
+            async def on_plain(p: Payload, ctx: bus.Context) -> None:
+                if write:
+                    async with ctx.open_transaction() as tx:
+                        conn: Any = tx.connection  # asyncpg's
+                        await conn.execute(insert, p.seq)
+                handled()
+
+        def handled() -> None:
+            times.append(time.perf_counter())
+            if len(times) >= n:
+                finished.set()
+
+        async with _bus(self.url, [service], self.store):  # the group's queue, bound
+            pass
+        async with _bus(self.url) as b:
+            await b.publish_many(topic, items)
+        async with _bus(self.url, [service], self.store):
+            with profiling.window(self.profiled):
+                await asyncio.wait_for(finished.wait(), OUTBOX_TIMEOUT)
+        return (n - 1) / (times[-1] - times[0])
