@@ -44,7 +44,8 @@ _UNREACHABLE = (
 
 
 # What a statement raises when the connection under it is lost (a user's SQL error is
-# none of these, and passes through untouched).
+# none of these, and passes through untouched; so does one of these raised by the
+# caller's own code while the connection is still up: see ``begin``).
 _LOST = (OSError, asyncpg.PostgresConnectionError, asyncpg.ConnectionDoesNotExistError)
 
 
@@ -153,11 +154,15 @@ class PostgresStore:
             try:
                 yield tx
             except BaseException as exc:
+                rolled_back = False
                 with anyio.CancelScope(shield=True), contextlib.suppress(*_UNREACHABLE):
                     await transaction.rollback()
-                if isinstance(exc, _LOST):
+                    rolled_back = True
+                if isinstance(exc, _LOST) and (not rolled_back or conn.is_closed()):
                     # The connection died with the transaction open: the server dropped it.
                     raise self._unavailable(exc, "the transaction was rolled back") from None
+                # The block's own error, on a live connection: an OSError the caller's code
+                # raised (a ConnectionError of its own) is no sign the store is out of reach.
                 raise
             try:
                 await transaction.commit()

@@ -58,6 +58,30 @@ async def test_rollback_leaves_nothing_and_commit_publishes_once(
     assert await query(store_url, "SELECT n FROM ledger") == [(2,)]
 
 
+class ProviderDown(ConnectionError):
+    """An application's own error that happens to be an OSError (as the shop's
+    TransientPaymentError is)."""
+
+
+async def test_an_oserror_of_the_blocks_own_rolls_back_and_passes_through(
+    store_url: str, memory_url: str
+) -> None:
+    """Only a lost connection becomes StoreUnavailable: a ConnectionError the caller's code
+    raises on a live one reaches the caller as itself (a responder's caller then sees its
+    type, e.g. a transient error it retries, not "the store cannot be reached")."""
+    topic = unique("tx")
+    async with bus.Bus(memory_url, store=store_url) as b:
+        with pytest.raises(ProviderDown, match="no answer"):
+            async with b.transaction() as tx:
+                await tx.publish(topic, Step("k", 1), key="k")
+                raise ProviderDown("no answer")
+        async with b.transaction() as tx:  # the store is fine
+            await tx.publish(topic, Step("k", 2), key="k")
+        with anyio.fail_after(10):
+            while await count(store_url, "bus_outbox"):
+                await anyio.sleep(0.01)
+
+
 async def test_enlisted_in_callers_transaction_follows_its_commit(
     pg_url: str, memory_url: str
 ) -> None:
