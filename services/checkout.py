@@ -143,10 +143,13 @@ class Checkout:
         try:
             reply = await self._ask(ctx, c.PAYMENT_CHARGE, charge, c.ChargeResult)
         except (bus.RequestTimeout, bus.RemoteError) as exc:
-            unknown = isinstance(exc, bus.RequestTimeout)
-            if (unknown or exc.error_type == TRANSIENT) and not last:  # type: ignore[union-attr]
+            timed_out = isinstance(exc, bus.RequestTimeout)
+            if (timed_out or exc.error_type == TRANSIENT) and not last:  # type: ignore[union-attr]
                 raise  # the bus runs the saga again; reserve and charge are idempotent
-            undo = [c.REFUNDED_PAYMENT, c.RELEASED_STOCK] if unknown else [c.RELEASED_STOCK]
+            # No answer is not "not charged": this run's charge may have landed before its
+            # reply was lost, and a copy of an earlier charge (redelivered after a crash)
+            # may still land before it expires. A refund stands against both, so refund.
+            undo = [c.REFUNDED_PAYMENT, c.RELEASED_STOCK]
             raise StepFailed("payment provider unavailable", undo) from None
         assert isinstance(reply, c.ChargeResult)
         if not reply.approved:

@@ -72,3 +72,25 @@ async def test_orders_end_confirmed_or_compensated_through_retries_and_timeouts(
             # ...in a fraction of it on the wall clock (a real clock would take all of it;
             # a fixed bound fails on a machine busy with other work)
             assert wall < t.now / 3, f"{wall:.3f}s of wall time for {t.now:.1f}s of virtual time"
+
+
+async def test_a_charge_that_fails_with_no_answer_is_refunded_as_well_as_released() -> None:
+    """Payments failing with an error that is not its transient one is no answer: the
+    charge may have landed (or a redelivered copy of it may still land), so the saga
+    refunds it, not only releases the stock. The refund stands against later charges."""
+    cfg = kit_config(style="orchestration", stock=STOCK, attempts=2)
+    shop = Shop(cfg)
+    t_ = cfg.topic
+    async with TestBus(services=shop.services, store=shop.cfg.store) as t:
+        t.fail(t_(c.PAYMENT_CHARGE), times=1, error=RuntimeError("provider bug"))
+        order = new_order("o-broken", GOOD_CARD)
+        await t.request(t_(c.ORDER_CREATE), order, response=c.Order, timeout=5.0)
+        await t.settle()
+        got = shop.orders.store["o-broken"]
+        assert (got.status, got.reason) == (c.FAILED, "payment provider unavailable")
+        assert got.compensations == [c.REFUNDED_PAYMENT, c.RELEASED_STOCK]
+        assert shop.payments.counts["refunded"] == 1
+        assert shop.payments.counts["approved"] == 0
+        assert shop.inventory.stock == STOCK and shop.inventory.reservations == {}
+        for topic, group in shop.subscriptions():
+            assert [d async for d in t.dead_letters(topic, group=group)] == []
