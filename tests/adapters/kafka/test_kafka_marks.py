@@ -7,11 +7,17 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import anyio
+from aiokafka import TopicPartition
 
 from adapters.kafka import KafkaTransport
+from adapters.kafka.claims import CLAIM_GAP, Claims
+from adapters.kafka.config import parse
 from adapters.kafka.consumer import KafkaConsumer
+from adapters.kafka.marks import Marks
+from adapters.kafka.partition import Partition
 
 from .test_kafka_transport import msg, take
 
@@ -146,3 +152,52 @@ async def test_a_rebalance_flags_no_first_delivery_as_redelivered(
     # A record may come twice (at least once), and then its second coming counts; its
     # first coming never does.
     assert firsts == {str(n).encode(): 0 for n in range(total)}
+
+
+async def test_claims_under_a_burst_are_few_and_always_ahead_of_the_batch(
+    kafka_url: str, transport: KafkaTransport, names: tuple[str, str]
+) -> None:
+    """A busy member claims its marks a growing stride ahead (claims.py), so a burst of
+    batches costs a few commits, not one per half stride; every batch is still covered
+    by a committed mark before it is handed out, and the stride shrinks back once the
+    burst is over."""
+    topic, group = names
+    await (await transport.consume(topic, group, prefetch=10)).close()  # the topic
+    tp = TopicPartition(topic, 0)
+    marks = Marks(parse(kafka_url), f"{group}:{topic}")
+    part = Partition(tp)
+    strides: list[int] = []  # of each claim: how far past what was fetched
+    commit = marks.commit
+
+    async def counted(claimed: dict[TopicPartition, int]) -> bool:
+        strides.append(claimed[tp] - part.fetched)
+        return await commit(claimed)
+
+    marks.commit = counted  # type: ignore[method-assign]
+    await marks.start()
+    try:
+        marks.own([tp])
+        claims = Claims(marks, {tp: part}, stride=20)
+        offset = 0
+
+        async def batch(size: int = 10) -> None:
+            nonlocal offset
+            records = [SimpleNamespace(offset=offset + i) for i in range(size)]
+            offset += size
+            await claims.before_handout({tp: records})
+            assert part.mark >= offset  # committed past the batch before handing out
+
+        with anyio.fail_after(30):
+            for _ in range(200):  # 2,000 records: 200 claims at a fixed stride of 20
+                await batch()
+            assert len(strides) < 40, strides
+            grown = strides[-1]
+            assert grown > 20
+            await anyio.sleep(5 * CLAIM_GAP)  # the burst is over
+            claimed = len(strides)
+            for _ in range(grown // 10 + 1):  # until the grown stride is used up
+                await batch()
+            assert len(strides) > claimed
+            assert strides[claimed] < grown  # shrunk back
+    finally:
+        await marks.stop()
