@@ -14,7 +14,6 @@ import asyncio
 import logging
 
 import anyio
-import anyio.lowlevel
 import tenacity
 
 from bus.dead_letter import type_name
@@ -117,7 +116,9 @@ class Runner:
                         await self._bug(ready)
                     polled += 1
                     if polled % 32 == 0:  # a busy queue must not starve the event loop
-                        await anyio.lowlevel.checkpoint()
+                        # What anyio's checkpoint does on asyncio, without its per-call
+                        # look-up of the running library (~1% of Kafka consume).
+                        await asyncio.sleep(0)
                     continue
             delivery = await self._take()
             if delivery is None:
