@@ -64,27 +64,30 @@ class UrlOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
 
 class KafkaConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """The options resolved (made only by ``parse``): every field is set there, so the
+    defaults live in one place, ``UrlOptions``."""
+
     bootstrap_servers: list[str]
     redacted: str
     """The URL as given, password hidden: the only form that may be logged or shown."""
-    partitions: int = 8
-    replication_factor: int = 1
-    fetch_max_wait_ms: int = 100
-    session_timeout_ms: int = 10000
-    heartbeat_interval_ms: int = 3000
-    max_poll_interval_ms: int = 300000
-    commit_interval_ms: int = 100
-    read_ahead: int = 500
-    publish_timeout_ms: int = 30000
-    client_id: str = "bus"
-    tls: bool = False
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_check_hostname: bool = True
-    sasl_mechanism: str | None = None
-    sasl_username: str | None = None
-    sasl_password: str | None = msgspec.field(default=None)
+    partitions: int
+    replication_factor: int
+    fetch_max_wait_ms: int
+    session_timeout_ms: int
+    heartbeat_interval_ms: int
+    max_poll_interval_ms: int
+    commit_interval_ms: int
+    read_ahead: int
+    publish_timeout_ms: int
+    client_id: str
+    tls: bool
+    ssl_cafile: str | None
+    ssl_certfile: str | None
+    ssl_keyfile: str | None
+    ssl_check_hostname: bool
+    sasl_mechanism: str | None
+    sasl_username: str | None
+    sasl_password: str | None
 
     def __repr__(self) -> str:
         return f"KafkaConfig({self.redacted!r})"
