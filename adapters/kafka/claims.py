@@ -6,13 +6,14 @@ so a batch seldom waits on a commit (an awaited commit per batch, ~0.2 ms of CPU
 round trip, ~3 ms on a busy loop, cost 10-40% of consume throughput).
 
 The stride is two read-ahead windows, grown while claims keep coming faster than one
-every ``CLAIM_GAP`` (doubling, up to ``MAX_GROWTH`` times) and shrunk back once they come
-slower. Each claim is a commit of ~0.35 ms of CPU, and aiokafka hands out one partition's
-records at a time, so at a fixed stride of 1,000 a member consuming 130k records a second
-claimed ~90 times per 50,000 records: about 8% of its CPU. Grown, a busy member claims
-at most about twenty times a second. The price is paid only after it dies: what it
-would have handled in the next 0.1-0.2 s counts as redelivered (marks.py). Leaving
-cleanly, a member lowers each mark to what it really handed out.
+every ``CLAIM_GAP`` (doubling, up to ``MAX_GROWTH`` times) and halved once they come
+slower than one every ``SLOW_GAP``. Each claim is a commit of ~0.35 ms of CPU, and
+aiokafka hands out one partition's records at a time, so at a fixed stride of 1,000 a
+member consuming 130k records a second claimed ~90 times per 50,000 records: about 8% of
+its CPU. Grown, a busy member claims at most about twenty times a second. The price is
+paid only after it dies: what it would have handled in the next 0.1-0.2 s counts as
+redelivered (marks.py). Leaving cleanly, a member lowers each mark to what it really
+handed out.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from adapters.kafka.partition import Partition
 
 LEARN_TIMEOUT = 5.0  # seconds an assignment may spend reading marks and start offsets
 CLAIM_GAP = 0.05  # seconds: claims coming closer than this grow the stride
+SLOW_GAP = 4 * CLAIM_GAP  # seconds: claims coming further apart than this shrink it
 MAX_GROWTH = 64  # the stride grows to at most this many times its base
 
 
@@ -116,7 +118,7 @@ class Claims:
         fast, self._fast = self._fast, gap < CLAIM_GAP
         if fast and self._fast:  # sustained: not the first batch after an assignment
             self._stride = min(self._stride * 2, self._base * MAX_GROWTH)
-        elif gap > 4 * CLAIM_GAP:
+        elif gap > SLOW_GAP:
             self._stride = max(self._base, self._stride // 2)
         stride = self._stride
         marks = {
